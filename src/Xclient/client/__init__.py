@@ -1,0 +1,8 @@
+"""Xclient's model clients. ``from Xclient.client import ModelClient`` is a public contract."""
+
+from ..exceptions import *  # noqa: F401,F403 - errors are reachable from here too
+from ..exceptions import __all__ as _exceptions_all
+from ._config import ModelConfig, TensorSpec
+from ._model_client import ModelClient
+
+__all__ = ["ModelClient", "ModelConfig", "TensorSpec", *_exceptions_all]

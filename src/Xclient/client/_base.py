@@ -1,0 +1,242 @@
+"""What every model client shares: options, headers, the model config, readiness, request coding.
+
+The readiness and config rules are written once, as generators of :class:`Call` and
+:class:`Sleep` steps (:meth:`BaseModelClient._init_flow`, :meth:`BaseModelClient._wait_flow`);
+a sync client runs them with :func:`run_flow`, an asyncio client awaits each step. So the
+rules cannot drift apart between the sync, futures and asyncio clients.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Generator, Mapping
+from typing import Any
+
+from ..exceptions import (
+    ClientClosedError,
+    IncompatibleModelError,
+    ModelUnavailableError,
+    ServerUnavailableError,
+    XclientError,
+    XclientTimeoutError,
+    XclientValueError,
+)
+from ._auth import build_headers, merge_headers, secrets_of
+from ._coding import PreparedRequest, prepare_request
+from ._config import ModelConfig
+from ._transport import CallContext, TlsOptions, Transport, translate_error
+from ._urls import ServerUrl, parse_url
+
+DEFAULT_INIT_TIMEOUT_S = 30.0
+DEFAULT_INFERENCE_TIMEOUT_S = 60.0
+POLL_TIMEOUT_S = 1.0  # the deadline of one readiness probe while waiting
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One transport call a flow asks for; ``action`` names it in error messages."""
+
+    method: str
+    args: tuple[Any, ...]
+    timeout_s: float
+    action: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Sleep:
+    seconds: float
+
+
+Flow = Generator["Call | Sleep", Any, Any]
+
+
+def run_flow(flow: Flow, transport: Transport, ctx: CallContext, headers: Mapping[str, str] | None) -> Any:
+    """Run a flow synchronously: execute each step and send its result (or its error) back."""
+    send: Any = None
+    error: XclientError | None = None
+    while True:
+        try:
+            step = flow.throw(error) if error is not None else flow.send(send)
+        except StopIteration as stop:
+            return stop.value
+        send, error = None, None
+        if isinstance(step, Sleep):
+            time.sleep(step.seconds)
+            continue
+        try:
+            send = getattr(transport, step.method)(*step.args, timeout_s=step.timeout_s, headers=headers)
+        except Exception as e:  # noqa: BLE001 - every failure is translated and handed to the flow
+            error = translate_error(e, ctx, step.action, step.timeout_s)
+
+
+class BaseModelClient:
+    """Options and rules shared by every model client; subclasses only choose how to wait."""
+
+    #: True for the streaming clients, False for the others: a model of the other kind is refused.
+    _for_decoupled: bool = False
+
+    def __init__(
+        self,
+        url: str,
+        model_name: str,
+        model_version: str | int | None = None,
+        *,
+        lazy_init: bool = True,
+        init_timeout_s: float = DEFAULT_INIT_TIMEOUT_S,
+        inference_timeout_s: float = DEFAULT_INFERENCE_TIMEOUT_S,
+        model_config: ModelConfig | Mapping[str, Any] | None = None,
+        ensure_model_is_ready: bool = True,
+        api_key: str | None = None,
+        api_key_header: str = "Authorization",
+        headers: Mapping[str, str] | None = None,
+        ca_certs: str | None = None,
+        client_cert: str | None = None,
+        client_key: str | None = None,
+    ) -> None:
+        self._url: ServerUrl = parse_url(url)
+        if not isinstance(model_name, str) or not model_name:
+            raise XclientValueError(f"model_name: expected a non-empty str, got {model_name!r}")
+        if model_version is not None and not isinstance(model_version, (str, int)):
+            raise XclientValueError(f"model_version: expected a str or int such as '2', got {model_version!r}")
+        for option, value in (("init_timeout_s", init_timeout_s), ("inference_timeout_s", inference_timeout_s)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise XclientValueError(f"{option}: expected a positive number of seconds, got {value!r}")
+        self._model_name = model_name
+        self._model_version = "" if model_version is None else str(model_version)
+        self._lazy_init = lazy_init
+        self._init_timeout_s = float(init_timeout_s)
+        self._inference_timeout_s = float(inference_timeout_s)
+        self._ensure_model_is_ready = ensure_model_is_ready
+        self._tls = TlsOptions(ca_certs=ca_certs, client_cert=client_cert, client_key=client_key)
+        self._headers = build_headers(api_key, api_key_header, headers, grpc=self._url.protocol == "grpc")
+        self._ctx = CallContext(self._url, model_name, tuple(secrets_of(self._headers, api_key)))
+        self._given_config = model_config is not None
+        self._config: ModelConfig | None = self._check_kind(_as_config(model_config)) if model_config else None
+        self._ready = False
+        self._closed = False
+
+    # -- public, read-only -------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The server URL, normalized (``grpc://host:8001``)."""
+        return str(self._url)
+
+    @property
+    def model_name(self) -> str:
+        return self._model_name
+
+    @property
+    def model_version(self) -> str | None:
+        return self._model_version or None
+
+    def __repr__(self) -> str:
+        version = f", model_version={self._model_version!r}" if self._model_version else ""
+        return f"{type(self).__name__}({self.url!r}, {self._model_name!r}{version})"
+
+    # -- shared rules --------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosedError(f"{self!r} is closed; create a new client", model=self._model_name)
+
+    def _check_kind(self, config: ModelConfig) -> ModelConfig:
+        if config.decoupled and not self._for_decoupled:
+            raise IncompatibleModelError(
+                f"Model {self._model_name!r} is decoupled (it streams responses): "
+                "use DecoupledModelClient or AsyncioDecoupledModelClient",
+                model=self._model_name,
+            )
+        if self._for_decoupled and not config.decoupled:
+            raise IncompatibleModelError(
+                f"Model {self._model_name!r} is not decoupled (one response per request): "
+                "use ModelClient, FuturesModelClient or AsyncioModelClient",
+                model=self._model_name,
+            )
+        return config
+
+    def _call_headers(self, headers: Mapping[str, str] | None) -> dict[str, str] | None:
+        return merge_headers(self._headers, headers)
+
+    def _prepare(
+        self, config: ModelConfig, args: tuple[Any, ...], kwargs: dict[str, Any], batch: bool
+    ) -> PreparedRequest:
+        self._check_open()
+        return prepare_request(config, args, kwargs, batch=batch)
+
+    def _infer_failed(self, error: BaseException) -> XclientError:
+        return translate_error(error, self._ctx, "inference", self._inference_timeout_s)
+
+    def _model_args(self) -> tuple[str, str]:
+        return (self._model_name, self._model_version)
+
+    # -- flows ---------------------------------------------------------------------------------
+
+    def _init_flow(self) -> Flow:
+        """Fetch the config (once; never when one was given) and check readiness. Fails fast on an
+        unknown model or version: the server says so at once, so nothing waits for the timeout."""
+        deadline = time.monotonic() + self._init_timeout_s
+        config = self._config
+        if config is None:
+            raw = yield Call("model_config", self._model_args(), self._init_timeout_s, "fetching the model config")
+            config = self._check_kind(ModelConfig.from_dict(raw, version=self.model_version))
+        if self._ensure_model_is_ready and not self._ready:
+            yield from self._ready_flow(deadline, tolerate_unreachable=False)
+        return config
+
+    def _wait_flow(self, timeout_s: float, *, model: bool) -> Flow:
+        """Wait until the server (and, with ``model``, the model) is ready, riding out a server
+        that is down or starting. Then fetch the config if it is still missing."""
+        deadline = time.monotonic() + timeout_s
+        yield from self._ready_flow(deadline, tolerate_unreachable=True, model=model, timeout_s=timeout_s)
+        if model and self._config is None:
+            raw = yield Call("model_config", self._model_args(), _remaining(deadline), "fetching the model config")
+            return self._check_kind(ModelConfig.from_dict(raw, version=self.model_version))
+        return self._config
+
+    def _ready_flow(
+        self, deadline: float, *, tolerate_unreachable: bool, model: bool = True, timeout_s: float | None = None
+    ) -> Flow:
+        timeout_s = self._init_timeout_s if timeout_s is None else timeout_s
+        delay = 0.02
+        last_error: XclientError | None = None
+        while True:
+            probe_timeout = min(_remaining(deadline), POLL_TIMEOUT_S) if tolerate_unreachable else _remaining(deadline)
+            try:
+                if model:
+                    ready = yield Call("model_ready", self._model_args(), probe_timeout, "checking model readiness")
+                else:
+                    ready = yield Call("server_ready", (), probe_timeout, "checking server readiness")
+            except (ServerUnavailableError, XclientTimeoutError) as e:
+                if not tolerate_unreachable:
+                    raise
+                ready, last_error = False, e
+            if ready:
+                self._ready = model
+                return
+            if time.monotonic() >= deadline:
+                what = f"Model {self._model_name!r}" if model else "The server"
+                version = f" version {self._model_version}" if model and self._model_version else ""
+                reason = f" (last error: {last_error.message})" if last_error else ""
+                error = ModelUnavailableError if model else ServerUnavailableError
+                raise error(
+                    f"{what}{version} on {self._url} is not ready after {timeout_s:g} s{reason}",
+                    model=self._model_name,
+                )
+            yield Sleep(min(delay, max(_remaining(deadline), 0.0)))
+            delay = min(delay * 2, 0.5)
+
+
+def _remaining(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.001)
+
+
+def _as_config(config: ModelConfig | Mapping[str, Any]) -> ModelConfig:
+    if isinstance(config, ModelConfig):
+        return config
+    if isinstance(config, Mapping):
+        return ModelConfig.from_dict(config)
+    raise XclientValueError(
+        f"model_config: expected a ModelConfig or Triton's config dict, got {type(config).__name__}"
+    )

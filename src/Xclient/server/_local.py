@@ -1,0 +1,341 @@
+"""LocalTritonServer: start and stop the ``tritonserver`` binary shipped in the ``nvidia-pytriton`` wheel.
+
+It serves a model repository of Python-backend models (``<repo>/<model>/config.pbtxt`` and
+``<repo>/<model>/<version>/model.py``) and Python functions bound with PyTriton's ``bind``.
+It sets up the environment the Python backend needs on its own (see ``_environment``), so a
+fresh machine needs no manual step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import pathlib
+import shutil
+import signal
+import site
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from ..exceptions import ServerStartError, XclientValueError
+
+LOGGER = logging.getLogger("Xclient.server")
+
+_LOG_TAIL_CHARS = 6000
+
+
+def _pytriton_root() -> pathlib.Path:
+    try:
+        import pytriton
+    except ImportError:
+        raise ServerStartError(
+            "The local Triton server needs the 'server' extra: pip install 'Xclient[server]' (nvidia-pytriton)"
+        ) from None
+    return pathlib.Path(pytriton.__file__).parent
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _environment(libs: pathlib.Path) -> dict[str, str]:
+    """The server's environment: the Python-backend stub must load this interpreter's libpython
+    (not the system's) and this environment's packages (not the base interpreter's numpy 2)."""
+    env = dict(os.environ)
+
+    def prepend(name: str, *paths: str) -> None:
+        parts = [p for p in paths if p] + [p for p in env.get(name, "").split(os.pathsep) if p]
+        env[name] = os.pathsep.join(dict.fromkeys(parts))
+
+    prepend("LD_LIBRARY_PATH", sysconfig.get_config_var("LIBDIR") or "", str(libs))
+    prepend("PATH", str(pathlib.Path(sys.executable).parent))
+    package_parent = str(pathlib.Path(__file__).resolve().parents[2])
+    prepend("PYTHONPATH", package_parent, *site.getsitepackages(), sysconfig.get_paths()["purelib"])
+    if sys.prefix != sys.base_prefix:
+        env["VIRTUAL_ENV"] = sys.prefix
+    return env
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):  # best effort: not on Linux, no libc
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class LocalTritonServer:
+    """A real Triton server on this machine, on free ports, bound to 127.0.0.1 by default.
+
+    Args:
+        model_repository: one directory or several of Python-backend models; their models are
+            merged (a name in two of them is an error). None: start with no models.
+        host: the address both endpoints listen on.
+        http_port, grpc_port: 0 (default) picks free ports.
+        startup_timeout_s: how long to wait for the server and its models to be ready.
+        log_verbose: Triton's ``--log-verbose`` level.
+        extra_args: more ``tritonserver`` command-line arguments.
+
+    Use it as a context manager, or call :meth:`start` and :meth:`stop`. The log is kept in
+    :attr:`log_path` and quoted in the error when start-up fails.
+    """
+
+    def __init__(
+        self,
+        model_repository: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+        *,
+        host: str = "127.0.0.1",
+        http_port: int = 0,
+        grpc_port: int = 0,
+        startup_timeout_s: float = 120.0,
+        log_verbose: int = 0,
+        extra_args: Iterable[str] = (),
+    ) -> None:
+        if model_repository is None:
+            repositories: list[pathlib.Path] = []
+        elif isinstance(model_repository, (str, os.PathLike)):
+            repositories = [pathlib.Path(model_repository)]
+        else:
+            repositories = [pathlib.Path(p) for p in model_repository]
+        for repository in repositories:
+            if not repository.is_dir():
+                raise XclientValueError(f"model_repository: {str(repository)!r} is not a directory")
+        self._repositories = repositories
+        self.host = host
+        self.http_port = http_port or _free_port(host)
+        self.grpc_port = grpc_port or _free_port(host)
+        self._startup_timeout_s = startup_timeout_s
+        self._log_verbose = log_verbose
+        self._extra_args = list(extra_args)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._workspace: pathlib.Path | None = None
+        self._log_file: Any = None
+        self._remote: Any = None  # PyTriton's RemoteTriton, made on the first bind
+        self._lock = threading.RLock()
+
+    # -- addresses ---------------------------------------------------------------------------------
+
+    @property
+    def _url_host(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else ("127.0.0.1" if self.host == "0.0.0.0" else self.host)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self._url_host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"grpc://{self._url_host}:{self.grpc_port}"
+
+    def url(self, protocol: str) -> str:
+        """``http_url`` or ``grpc_url`` by protocol name."""
+        return {"http": self.http_url, "grpc": self.grpc_url}[protocol]
+
+    @property
+    def log_path(self) -> pathlib.Path | None:
+        return self._workspace / "tritonserver.log" if self._workspace else None
+
+    def logs(self) -> str:
+        """The server's log so far."""
+        path = self.log_path
+        return path.read_text(errors="replace") if path and path.exists() else ""
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def is_alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_alive() else "stopped"
+        return f"LocalTritonServer(http={self.http_url!r}, grpc={self.grpc_url!r}, {state})"
+
+    # -- life cycle --------------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalTritonServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> LocalTritonServer:
+        """Start the server and wait until it and every model in the repositories are ready."""
+        with self._lock:
+            if self.is_alive():
+                return self
+            if self._workspace is None:
+                self._workspace = pathlib.Path(tempfile.mkdtemp(prefix="xclient-triton-"))
+                self._prepare_workspace(self._workspace)
+            self._launch()
+            self._wait_until_ready()
+            LOGGER.info("Triton started: %s, %s", self.http_url, self.grpc_url)
+            return self
+
+    def restart(self) -> LocalTritonServer:
+        """Stop the server process and start it again on the same ports and models."""
+        with self._lock:
+            self._stop_process()
+            return self.start()
+
+    def kill(self) -> None:
+        """Kill the server process at once (SIGKILL), as a crash would; :meth:`start` brings it back."""
+        with self._lock:
+            if self._process is not None and self._process.poll() is None:
+                self._process.kill()
+                self._process.wait()
+            self._cleanup_shared_memory()
+
+    def stop(self) -> None:
+        """Stop the server and remove its workspace. Stopping twice is fine."""
+        with self._lock:
+            if self._remote is not None:
+                try:
+                    self._remote.__exit__(None, None, None)
+                except Exception as e:  # noqa: BLE001 - the server goes down anyway
+                    LOGGER.debug("PyTriton's RemoteTriton did not stop cleanly: %s", e)
+                self._remote = None
+            self._stop_process()
+            if self._workspace is not None:
+                shutil.rmtree(self._workspace, ignore_errors=True)
+                self._workspace = None
+
+    # -- binding Python functions --------------------------------------------------------------------
+
+    def bind(self, model_name: str, infer_func: Callable[..., Any], inputs: Any, outputs: Any, **kwargs: Any) -> None:
+        """Serve a Python function as a model, with PyTriton's ``bind`` (same arguments:
+        ``inputs``/``outputs`` are ``pytriton.model_config.Tensor`` lists, ``config`` a
+        ``pytriton.model_config.ModelConfig``). The function runs in this process."""
+        with self._lock:
+            if not self.is_alive():
+                raise ServerStartError("bind() needs a running server: call start() first")
+            if self._remote is None:
+                from pytriton.triton import RemoteTriton
+
+                assert self._workspace is not None
+                self._remote = RemoteTriton(url=self.http_url, workspace=self._workspace / "pytriton")
+                self._remote.__enter__()
+            self._remote.bind(model_name, infer_func, inputs=inputs, outputs=outputs, **kwargs)
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _prepare_workspace(self, workspace: pathlib.Path) -> None:
+        dist = _pytriton_root() / "tritonserver"
+        server_dir = workspace / "tritonserver"
+        shutil.copytree(dist, server_dir, ignore=shutil.ignore_patterns("python_backend_stubs", "__pycache__"))
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        stub = dist / "python_backend_stubs" / version / "triton_python_backend_stub"
+        if not stub.exists():
+            raise ServerStartError(f"nvidia-pytriton ships no Python-backend stub for Python {version}")
+        shutil.copy(stub, server_dir / "backends" / "python" / "triton_python_backend_stub")
+        models = workspace / "models"
+        models.mkdir()
+        seen: dict[str, pathlib.Path] = {}
+        for repository in self._repositories:
+            for model_dir in sorted(p for p in repository.iterdir() if (p / "config.pbtxt").exists()):
+                if model_dir.name in seen:
+                    raise XclientValueError(
+                        f"model_repository: model {model_dir.name!r} is in both {str(seen[model_dir.name])!r} "
+                        f"and {str(repository)!r}"
+                    )
+                seen[model_dir.name] = repository
+                (models / model_dir.name).symlink_to(model_dir.resolve(), target_is_directory=True)
+        self._shm_prefix = f"xclient{os.getpid()}-{os.urandom(3).hex()}"
+
+    def _command(self) -> list[str]:
+        assert self._workspace is not None
+        server_dir = self._workspace / "tritonserver"
+        return [
+            str(server_dir / "bin" / "tritonserver"),
+            f"--model-repository={self._workspace / 'models'}",
+            f"--backend-directory={server_dir / 'backends'}",
+            f"--cache-directory={server_dir / 'caches'}",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            "--allow-metrics=false",
+            "--model-control-mode=explicit",
+            "--load-model=*",
+            "--exit-timeout-secs=5",
+            f"--log-verbose={self._log_verbose}",
+            f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
+            "--backend-config=python,shm-default-byte-size=4194304",
+            "--backend-config=python,shm-growth-byte-size=1048576",
+            *self._extra_args,
+        ]
+
+    def _launch(self) -> None:
+        assert self._workspace is not None
+        libs = _pytriton_root().parent / "nvidia_pytriton.libs"
+        if self._log_file is None:
+            self._log_file = open(self._workspace / "tritonserver.log", "ab")  # noqa: SIM115 - kept open while running
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        self._process = subprocess.Popen(
+            self._command(),
+            env=_environment(libs),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent if on_main_thread else None,  # the signal follows the thread
+        )
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + self._startup_timeout_s
+        url = f"{self.http_url}/v2/health/ready"
+        while True:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                code = self._process.returncode
+                self._stop_process()
+                raise ServerStartError(
+                    f"tritonserver exited with code {code} during start-up. Its log:\n{self._log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=1.0) as response:  # noqa: S310 - our own loopback server
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                self._stop_process()
+                raise ServerStartError(
+                    f"tritonserver was not ready after {self._startup_timeout_s:g} s. Its log:\n{self._log_tail()}"
+                )
+            time.sleep(0.1)
+
+    def _log_tail(self) -> str:
+        text = self.logs()
+        return text if len(text) <= _LOG_TAIL_CHARS else "...\n" + text[-_LOG_TAIL_CHARS:]
+
+    def _stop_process(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        self._cleanup_shared_memory()
+
+    def _cleanup_shared_memory(self) -> None:
+        prefix = getattr(self, "_shm_prefix", None)
+        shm = pathlib.Path("/dev/shm")
+        if prefix and shm.is_dir():
+            for region in shm.glob(f"{prefix}*"):
+                region.unlink(missing_ok=True)

@@ -1,0 +1,76 @@
+"""API keys and headers, proved against a Triton server that enforces a key (its restricted-API settings)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from Xclient.client import ModelClient
+from Xclient.client._auth import build_headers, redact
+from Xclient.exceptions import AccessDeniedError, XclientError
+from Xclient.server import DEMO_MODELS, LocalTritonServer
+
+from .conftest import MODELS
+
+KEY = "sk-test-0123456789abcdef"  # noqa: S105
+
+
+@pytest.fixture(scope="module")
+def secured_server():
+    restriction = f"inference,model-config:authorization=Bearer {KEY}"
+    server = LocalTritonServer(
+        model_repository=[MODELS, DEMO_MODELS],
+        extra_args=[f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"],
+    )
+    with server:
+        yield server
+
+
+@pytest.fixture
+def secured_url(secured_server, protocol):
+    return secured_server.url(protocol)
+
+
+def test_api_key_is_sent_as_bearer_token_and_accepted(secured_url):
+    with ModelClient(secured_url, "text", api_key=KEY) as client:
+        assert client.infer_sample("钥匙")["LENGTH"].tolist() == [2]
+
+
+def test_missing_or_wrong_key_is_refused_by_the_server(secured_url):
+    for api_key in (None, "sk-wrong-key-0000"):
+        with ModelClient(secured_url, "text", api_key=api_key) as client, pytest.raises(XclientError) as info:
+            client.infer_sample("x")
+        assert isinstance(info.value, AccessDeniedError)
+        assert "authorization" in info.value.server_message.lower()
+
+
+def test_per_client_headers_and_per_call_headers_carry_the_key(secured_url):
+    # Triton checks the gRPC key in the metadata 'triton-grpc-protocol-authorization'
+    name = "triton-grpc-protocol-authorization" if secured_url.startswith("grpc") else "Authorization"
+    with ModelClient(secured_url, "text", headers={name: f"Bearer {KEY}"}) as client:
+        assert client.infer_sample("a")["LENGTH"].tolist() == [1]
+    config = ModelClient(secured_url, "text", api_key=KEY).model_config
+    with ModelClient(secured_url, "text", model_config=config, ensure_model_is_ready=False) as client:
+        out = client.infer_sample("ab", headers={name: f"Bearer {KEY}"})
+        assert out["LENGTH"].tolist() == [2]
+
+
+def test_the_key_never_shows_in_repr_errors_or_logs(secured_url, caplog):
+    caplog.set_level(logging.DEBUG)
+    client = ModelClient(secured_url, "no_such_model", api_key=KEY, headers={"x-trace": "1"})
+    assert KEY not in repr(client)
+    with pytest.raises(XclientError) as info:
+        client.infer_sample("x")
+    for text in (str(info.value), repr(info.value), info.value.server_message or "", caplog.text):
+        assert KEY not in text
+
+
+def test_api_key_header_name_is_configurable():
+    assert build_headers("k-123", "Authorization", None) == {"Authorization": "Bearer k-123"}
+    assert build_headers("k-123", "x-api-key", {"X-API-KEY": "old"}) == {"x-api-key": "k-123"}
+    assert build_headers("k-123", "Authorization", None, grpc=True) == {
+        "Authorization": "Bearer k-123",
+        "triton-grpc-protocol-authorization": "Bearer k-123",
+    }
+    assert redact("token Bearer k-123456 here", ["k-123456"]) == "token Bearer *** here"

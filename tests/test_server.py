@@ -1,0 +1,86 @@
+"""The local Triton server: start-up, loopback binding, PyTriton bind, failures with the log shown."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from Xclient.client import ModelClient
+from Xclient.exceptions import ServerStartError, XclientValueError
+from Xclient.server import LocalTritonServer
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_server_listens_on_loopback_by_default(triton_server):
+    assert triton_server.host == "127.0.0.1"
+    assert triton_server.http_url.startswith("http://127.0.0.1:")
+    assert triton_server.grpc_url.startswith("grpc://127.0.0.1:")
+    assert "--http-address=127.0.0.1" in triton_server._command()
+    assert "--grpc-address=127.0.0.1" in triton_server._command()
+    assert triton_server.is_alive() and "running" in repr(triton_server)
+
+
+def test_bound_python_function_is_served_on_both_protocols(triton_server):
+    from pytriton.decorators import batch
+    from pytriton.model_config import ModelConfig, Tensor
+
+    @batch
+    def double(x):
+        return {"y": x * 2}
+
+    triton_server.bind(
+        "bound_double",
+        double,
+        inputs=[Tensor(name="x", dtype=np.float32, shape=(-1,))],
+        outputs=[Tensor(name="y", dtype=np.float32, shape=(-1,))],
+        config=ModelConfig(max_batch_size=4),
+    )
+    for url in (triton_server.http_url, triton_server.grpc_url):
+        with ModelClient(url, "bound_double") as client:
+            assert client.infer_sample([1.0, 2.5])["y"].tolist() == [2.0, 5.0]
+
+
+def test_start_failure_raises_with_the_server_log(tmp_path):
+    broken = tmp_path / "broken"
+    (broken / "1").mkdir(parents=True)
+    (broken / "config.pbtxt").write_text(
+        'name: "broken"\nbackend: "python"\nmax_batch_size: 0\n'
+        'input [{ name: "x" data_type: TYPE_FP32 dims: [1] }]\n'
+        'output [{ name: "y" data_type: TYPE_FP32 dims: [1] }]\n'
+    )
+    (broken / "1" / "model.py").write_text("raise RuntimeError('模型 cannot load on purpose')\n")
+    server = LocalTritonServer(model_repository=tmp_path, startup_timeout_s=60)
+    with pytest.raises(ServerStartError) as info:
+        server.start()
+    assert "cannot load on purpose" in str(info.value)
+    assert not server.is_alive()
+    server.stop()
+
+
+def test_repository_must_exist_and_names_must_not_clash(tmp_path):
+    with pytest.raises(XclientValueError, match="is not a directory"):
+        LocalTritonServer(model_repository=tmp_path / "missing")
+    for repo in ("a", "b"):
+        (tmp_path / repo / "same").mkdir(parents=True)
+        (tmp_path / repo / "same" / "config.pbtxt").write_text('name: "same"')
+    server = LocalTritonServer(model_repository=[tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(XclientValueError, match="'same' is in both"):
+        server.start()
+    server.stop()
+
+
+def test_plain_script_from_the_readme_starts_the_server_and_runs_a_model():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "HELLO, TRITON" in result.stdout and "你好" in result.stdout
