@@ -233,22 +233,28 @@ def test_decoupled_model_is_refused_pointing_to_the_decoupled_clients(url):
         client.infer_sample(3)
 
 
-def test_config_is_fetched_once_and_a_given_config_never(url):
-    client = ModelClient(url, "text")
+def spy_config_fetches(client, calls: list[str]) -> None:
+    """Record every model-config fetch the client's real transport makes (the server still answers)."""
     transport = client._transport()
+    original = transport.run
+
+    def run(op, timeout_s):
+        if op.method == "get_model_config":
+            calls.append(op.args[0])
+        return original(op, timeout_s)
+
+    transport.run = run
+
+
+def test_config_is_fetched_once_and_a_given_config_never(url):
     calls: list[str] = []
-    original = transport.model_config
-
-    def counting(*args, **kwargs):
-        calls.append(args[0])
-        return original(*args, **kwargs)
-
-    transport.model_config = counting  # a spy on the real transport: the server still answers
+    client = ModelClient(url, "text")
+    spy_config_fetches(client, calls)
     for _ in range(3):
         client.infer_sample("x")
     assert client.model_config.name == "text" and calls == ["text"]
     given = ModelClient(url, "text", model_config=client.model_config)
-    given._transport().model_config = counting
+    spy_config_fetches(given, calls)
     assert given.infer_sample("y")["UPPER"].tolist() == [b"Y"]
     assert calls == ["text"]
     client.close()
@@ -310,3 +316,39 @@ def test_every_error_is_an_xclient_error_and_logs_stay_quiet(url, caplog):
     with ModelClient(url, "failing") as client, pytest.raises(XclientError):
         client.infer_sample([1.0])
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_readiness_is_checked_once_even_after_wait_for_server(url):
+    seen: list[str] = []
+    with ModelClient(url, "text") as client:
+        transport = client._transport()
+        original = transport.run
+
+        def run(op, timeout_s):
+            seen.append(op.method)
+            return original(op, timeout_s)
+
+        transport.run = run
+        client.infer_sample("a")
+        client.wait_for_server(5)
+        client.infer_sample("b")
+    assert seen.count("is_model_ready") == 1 and seen.count("get_model_config") == 1
+
+
+def test_short_lived_threads_leave_no_http_clients_behind(triton_server):
+    with ModelClient(triton_server.http_url, "text") as client:
+        for _ in range(10):
+            thread = threading.Thread(target=client.infer_sample, args=("线程",))
+            thread.start()
+            thread.join()
+        client.infer_sample("main")
+        owners = {thread for thread, _ in client._transport()._all}
+    assert len(owners) <= 2  # the main thread and at most the last worker
+
+
+def test_failed_enter_with_lazy_init_false_closes_the_client(url):
+    client = ModelClient(url, "no_such_model", lazy_init=False)
+    with pytest.raises(ModelUnavailableError), client:
+        pass
+    with pytest.raises(ClientClosedError):
+        client.infer_sample("x")

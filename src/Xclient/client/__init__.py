@@ -2,7 +2,16 @@
 
 from ..exceptions import *  # noqa: F401,F403 - errors are reachable from here too
 from ..exceptions import __all__ as _exceptions_all
+from ._asyncio import AsyncioModelClient
 from ._config import ModelConfig, TensorSpec
+from ._futures import FuturesModelClient
 from ._model_client import ModelClient
 
-__all__ = ["ModelClient", "ModelConfig", "TensorSpec", *_exceptions_all]
+__all__ = [
+    "AsyncioModelClient",
+    "ModelClient",
+    "FuturesModelClient",
+    "ModelConfig",
+    "TensorSpec",
+    *_exceptions_all,
+]

@@ -8,6 +8,7 @@ rules cannot drift apart between the sync, futures and asyncio clients.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Generator, Mapping
@@ -25,7 +26,7 @@ from ..exceptions import (
 from ._auth import build_headers, merge_headers, secrets_of
 from ._coding import PreparedRequest, prepare_request
 from ._config import ModelConfig
-from ._transport import CallContext, TlsOptions, Transport, translate_error
+from ._transport import AsyncTransport, CallContext, Op, TlsOptions, Transport, translate_error
 from ._urls import ServerUrl, parse_url
 
 DEFAULT_INIT_TIMEOUT_S = 30.0
@@ -51,13 +52,22 @@ class Sleep:
 Flow = Generator["Call | Sleep", Any, Any]
 
 
+def _advance(flow: Flow, send: Any, error: XclientError | None) -> Call | Sleep:
+    """The flow's next step (StopIteration carries its result)."""
+    return flow.throw(error) if error is not None else flow.send(send)
+
+
+def _op(transport: Any, step: Call, headers: Mapping[str, str] | None) -> Any:
+    return getattr(transport.calls, step.method)(*step.args, timeout_s=step.timeout_s, headers=headers)
+
+
 def run_flow(flow: Flow, transport: Transport, ctx: CallContext, headers: Mapping[str, str] | None) -> Any:
     """Run a flow synchronously: execute each step and send its result (or its error) back."""
     send: Any = None
     error: XclientError | None = None
     while True:
         try:
-            step = flow.throw(error) if error is not None else flow.send(send)
+            step = _advance(flow, send, error)
         except StopIteration as stop:
             return stop.value
         send, error = None, None
@@ -65,7 +75,28 @@ def run_flow(flow: Flow, transport: Transport, ctx: CallContext, headers: Mappin
             time.sleep(step.seconds)
             continue
         try:
-            send = getattr(transport, step.method)(*step.args, timeout_s=step.timeout_s, headers=headers)
+            send = transport.run(_op(transport, step, headers), step.timeout_s)
+        except Exception as e:  # noqa: BLE001 - every failure is translated and handed to the flow
+            error = translate_error(e, ctx, step.action, step.timeout_s)
+
+
+async def run_flow_async(
+    flow: Flow, transport: AsyncTransport, ctx: CallContext, headers: Mapping[str, str] | None
+) -> Any:
+    """Run a flow in asyncio: the same steps as :func:`run_flow`, awaited."""
+    send: Any = None
+    error: XclientError | None = None
+    while True:
+        try:
+            step = _advance(flow, send, error)
+        except StopIteration as stop:
+            return stop.value
+        send, error = None, None
+        if isinstance(step, Sleep):
+            await asyncio.sleep(step.seconds)
+            continue
+        try:
+            send = await transport.run(_op(transport, step, headers), step.timeout_s)
         except Exception as e:  # noqa: BLE001 - every failure is translated and handed to the flow
             error = translate_error(e, ctx, step.action, step.timeout_s)
 
@@ -111,8 +142,9 @@ class BaseModelClient:
         self._tls = TlsOptions(ca_certs=ca_certs, client_cert=client_cert, client_key=client_key)
         self._headers = build_headers(api_key, api_key_header, headers, grpc=self._url.protocol == "grpc")
         self._ctx = CallContext(self._url, model_name, tuple(secrets_of(self._headers, api_key)))
-        self._given_config = model_config is not None
-        self._config: ModelConfig | None = self._check_kind(_as_config(model_config)) if model_config else None
+        self._config: ModelConfig | None = None
+        if model_config is not None:
+            self._config = self._check_kind(_as_config(model_config))
         self._ready = False
         self._closed = False
 
@@ -165,6 +197,22 @@ class BaseModelClient:
         self._check_open()
         return prepare_request(config, args, kwargs, batch=batch)
 
+    def _infer_op(
+        self,
+        transport: Transport | AsyncTransport,
+        request: PreparedRequest,
+        parameters: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+    ) -> Op:
+        return transport.calls.infer(
+            self._model_name,
+            self._model_version,
+            request.inputs,
+            timeout_s=self._inference_timeout_s,
+            headers=self._call_headers(headers),
+            parameters=parameters,
+        )
+
     def _infer_failed(self, error: BaseException) -> XclientError:
         return translate_error(error, self._ctx, "inference", self._inference_timeout_s)
 
@@ -191,7 +239,7 @@ class BaseModelClient:
         deadline = time.monotonic() + timeout_s
         yield from self._ready_flow(deadline, tolerate_unreachable=True, model=model, timeout_s=timeout_s)
         if model and self._config is None:
-            raw = yield Call("model_config", self._model_args(), _remaining(deadline), "fetching the model config")
+            raw = yield Call("model_config", self._model_args(), self._init_timeout_s, "fetching the model config")
             return self._check_kind(ModelConfig.from_dict(raw, version=self.model_version))
         return self._config
 
@@ -202,7 +250,8 @@ class BaseModelClient:
         delay = 0.02
         last_error: XclientError | None = None
         while True:
-            probe_timeout = min(_remaining(deadline), POLL_TIMEOUT_S) if tolerate_unreachable else _remaining(deadline)
+            # A fixed probe deadline (not "what is left"): HTTP clients are kept per deadline value.
+            probe_timeout = min(POLL_TIMEOUT_S, timeout_s)
             try:
                 if model:
                     ready = yield Call("model_ready", self._model_args(), probe_timeout, "checking model readiness")
@@ -213,7 +262,7 @@ class BaseModelClient:
                     raise
                 ready, last_error = False, e
             if ready:
-                self._ready = model
+                self._ready = self._ready or model
                 return
             if time.monotonic() >= deadline:
                 what = f"Model {self._model_name!r}" if model else "The server"

@@ -75,7 +75,11 @@ class ModelClient(SyncClientMixin):
 
     def __enter__(self) -> ModelClient:
         if not self._lazy_init:
-            self._get_config()
+            try:
+                self._get_config()
+            except BaseException:
+                self.close()  # __exit__ will not run: leave no connection behind
+                raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -137,15 +141,9 @@ class ModelClient(SyncClientMixin):
         headers: Mapping[str, str] | None,
     ) -> dict[str, np.ndarray]:
         request = self._prepare(self._get_config(), args, kwargs, batch)
+        transport = self._transport()
         try:
-            outputs = self._transport().infer(
-                self._model_name,
-                self._model_version,
-                request.inputs,
-                timeout_s=self._inference_timeout_s,
-                headers=self._call_headers(headers),
-                parameters=parameters,
-            )
+            outputs = transport.run(self._infer_op(transport, request, parameters, headers), self._inference_timeout_s)
         except Exception as e:  # noqa: BLE001 - translated into the Xclient error tree
             raise self._infer_failed(e) from None
         return finish_response(outputs, request)

@@ -1,12 +1,16 @@
-"""Thin sync transports over ``tritonclient`` (HTTP and gRPC), and the one place errors are translated.
+"""Thin transports over ``tritonclient`` (HTTP and gRPC, sync and asyncio), and the one place
+errors are translated.
 
-A transport knows nothing of argument mapping or batching: it moves named numpy arrays and
-returns named numpy arrays. ``tritonclient`` is imported here, lazily, so ``import Xclient``
-stays light.
+Each server call is described once per protocol as an :class:`Op` (which ``tritonclient`` method,
+which arguments, how to read the answer) by :class:`HttpCalls` or :class:`GrpcCalls`. A sync
+transport runs an Op, an asyncio transport awaits it: the four transports differ only in how
+they make their ``tritonclient`` client and wait. A transport knows nothing of argument mapping
+or batching. ``tritonclient`` is imported here, lazily, so ``import Xclient`` stays light.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import socket
 import ssl
@@ -65,7 +69,7 @@ def translate_error(exc: BaseException, ctx: CallContext, action: str, timeout_s
         status = str(exc.status()) if exc.status() is not None else None
         server_message = redact(str(exc.message() or ""), ctx.secrets)
         lowered = server_message.lower()
-        if status in _TIMEOUT_STATUSES or "timed out" in lowered or "deadline exceeded" in lowered:
+        if status in _TIMEOUT_STATUSES:
             return XclientTimeoutError(
                 f"{action} for {where} timed out after {timeout_s} s: {server_message}",
                 model=model,
@@ -79,14 +83,14 @@ def translate_error(exc: BaseException, ctx: CallContext, action: str, timeout_s
                 status=status,
                 server_message=server_message,
             )
-        if status in _UNAVAILABLE_STATUSES or _looks_like_connection_failure(lowered):
+        if status in _UNAVAILABLE_STATUSES or (status is None and _looks_like_connection_failure(lowered)):
             return ServerUnavailableError(
                 f"Cannot reach {ctx.url} ({action} for {where}): {server_message}",
                 model=model,
                 status=status,
                 server_message=server_message,
             )
-        if status in _NOT_FOUND_STATUSES or "unknown model" in lowered:
+        if status in _NOT_FOUND_STATUSES or (status in (None, "400") and "unknown model" in lowered):
             return ModelUnavailableError(
                 f"{where.capitalize()} is not available: {server_message}",
                 model=model,
@@ -100,7 +104,7 @@ def translate_error(exc: BaseException, ctx: CallContext, action: str, timeout_s
             server_message=server_message,
         )
     message = redact(f"{type(exc).__name__}: {exc}", ctx.secrets)
-    if isinstance(exc, (TimeoutError, socket.timeout)) or type(exc).__name__ == "Timeout":
+    if isinstance(exc, (TimeoutError, socket.timeout, asyncio.TimeoutError)) or type(exc).__name__ == "Timeout":
         return XclientTimeoutError(f"{action} for {where} timed out after {timeout_s} s ({message})", model=model)
     if isinstance(exc, (ConnectionError, socket.gaierror, ssl.SSLError, OSError)):
         return ServerUnavailableError(f"Cannot reach {ctx.url} ({action} for {where}): {message}", model=model)
@@ -115,189 +119,12 @@ def _output_arrays(result: Any, names: list[str]) -> dict[str, np.ndarray]:
     return {name: result.as_numpy(name) for name in names}
 
 
-class Transport:
-    """Sync transport interface: one method per server call, each with a deadline in seconds."""
-
-    def __init__(self, url: ServerUrl, tls: TlsOptions) -> None:
-        self.url = url
-        self.tls = tls
-
-    def server_live(self, *, timeout_s: float, headers: Mapping[str, str] | None) -> bool:
-        raise NotImplementedError
-
-    def server_ready(self, *, timeout_s: float, headers: Mapping[str, str] | None) -> bool:
-        raise NotImplementedError
-
-    def model_ready(self, name: str, version: str, *, timeout_s: float, headers: Mapping[str, str] | None) -> bool:
-        raise NotImplementedError
-
-    def model_config(
-        self, name: str, version: str, *, timeout_s: float, headers: Mapping[str, str] | None
-    ) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def infer(
-        self,
-        name: str,
-        version: str,
-        inputs: Mapping[str, np.ndarray],
-        *,
-        timeout_s: float,
-        headers: Mapping[str, str] | None,
-        parameters: Mapping[str, Any] | None,
-    ) -> dict[str, np.ndarray]:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
+def _http_outputs(result: Any) -> dict[str, np.ndarray]:
+    return _output_arrays(result, [output["name"] for output in result.get_response().get("outputs", ())])
 
 
-class HttpTransport(Transport):
-    """HTTP over ``tritonclient.http``. Its clients are not thread-safe, so each thread gets its own;
-    and since their deadline is set per client, one client per deadline value (a handful)."""
-
-    def __init__(self, url: ServerUrl, tls: TlsOptions) -> None:
-        super().__init__(url, tls)
-        import tritonclient.http as httpclient
-
-        self._module = httpclient
-        self._local = threading.local()
-        self._all: list[Any] = []
-        self._lock = threading.Lock()
-
-    def _client(self, timeout_s: float) -> Any:
-        clients = getattr(self._local, "clients", None)
-        if clients is None:
-            clients = self._local.clients = {}
-        client = clients.get(timeout_s)
-        if client is None:
-            ssl_options = {
-                key: value
-                for key, value in (
-                    ("ca_certs", self.tls.ca_certs),
-                    ("certfile", self.tls.client_cert),
-                    ("keyfile", self.tls.client_key),
-                )
-                if value
-            }
-            client = self._module.InferenceServerClient(
-                self.url.address,
-                connection_timeout=timeout_s,
-                network_timeout=timeout_s,
-                ssl=self.url.tls,
-                ssl_options=ssl_options or None,
-            )
-            clients[timeout_s] = client
-            with self._lock:
-                self._all.append(client)
-        return client
-
-    def server_live(self, *, timeout_s: float, headers: Mapping[str, str] | None) -> bool:
-        return bool(self._client(timeout_s).is_server_live(headers=headers))
-
-    def server_ready(self, *, timeout_s: float, headers: Mapping[str, str] | None) -> bool:
-        return bool(self._client(timeout_s).is_server_ready(headers=headers))
-
-    def model_ready(self, name: str, version: str, *, timeout_s: float, headers: Mapping[str, str] | None) -> bool:
-        return bool(self._client(timeout_s).is_model_ready(name, version, headers=headers))
-
-    def model_config(
-        self, name: str, version: str, *, timeout_s: float, headers: Mapping[str, str] | None
-    ) -> dict[str, Any]:
-        return dict(self._client(timeout_s).get_model_config(name, version, headers=headers))
-
-    def infer(
-        self,
-        name: str,
-        version: str,
-        inputs: Mapping[str, np.ndarray],
-        *,
-        timeout_s: float,
-        headers: Mapping[str, str] | None,
-        parameters: Mapping[str, Any] | None,
-    ) -> dict[str, np.ndarray]:
-        result = self._client(timeout_s).infer(
-            name,
-            _infer_inputs(self._module.InferInput, inputs),
-            model_version=version,
-            headers=headers,
-            parameters=parameters,
-        )
-        return _output_arrays(result, [output["name"] for output in result.get_response().get("outputs", ())])
-
-    def close(self) -> None:
-        with self._lock:
-            clients, self._all = self._all, []
-        for client in clients:
-            client.close()
-
-
-class GrpcTransport(Transport):
-    """gRPC over ``tritonclient.grpc``: one thread-safe channel, a deadline on every call."""
-
-    def __init__(self, url: ServerUrl, tls: TlsOptions) -> None:
-        super().__init__(url, tls)
-        import tritonclient.grpc as grpcclient
-
-        self._module = grpcclient
-        self._grpc = grpcclient.InferenceServerClient(
-            url.address,
-            ssl=url.tls,
-            root_certificates=tls.ca_certs,
-            private_key=tls.client_key,
-            certificate_chain=tls.client_cert,
-        )
-
-    @property
-    def client(self) -> Any:
-        """The underlying ``tritonclient.grpc.InferenceServerClient`` (streams use it too)."""
-        return self._grpc
-
-    def server_live(self, *, timeout_s: float, headers: Mapping[str, str] | None) -> bool:
-        return bool(self._grpc.is_server_live(headers=grpc_metadata(headers), client_timeout=timeout_s))
-
-    def server_ready(self, *, timeout_s: float, headers: Mapping[str, str] | None) -> bool:
-        return bool(self._grpc.is_server_ready(headers=grpc_metadata(headers), client_timeout=timeout_s))
-
-    def model_ready(self, name: str, version: str, *, timeout_s: float, headers: Mapping[str, str] | None) -> bool:
-        return bool(self._grpc.is_model_ready(name, version, headers=grpc_metadata(headers), client_timeout=timeout_s))
-
-    def model_config(
-        self, name: str, version: str, *, timeout_s: float, headers: Mapping[str, str] | None
-    ) -> dict[str, Any]:
-        return dict(
-            self._grpc.get_model_config(
-                name, version, headers=grpc_metadata(headers), as_json=True, client_timeout=timeout_s
-            )
-        )
-
-    def infer(
-        self,
-        name: str,
-        version: str,
-        inputs: Mapping[str, np.ndarray],
-        *,
-        timeout_s: float,
-        headers: Mapping[str, str] | None,
-        parameters: Mapping[str, Any] | None,
-    ) -> dict[str, np.ndarray]:
-        result = self._grpc.infer(
-            name,
-            _infer_inputs(self._module.InferInput, inputs),
-            model_version=version,
-            headers=grpc_metadata(headers),
-            parameters=parameters,
-            client_timeout=timeout_s,
-        )
-        return _output_arrays(result, [output.name for output in result.get_response().outputs])
-
-    def close(self) -> None:
-        self._grpc.close()
-
-
-def grpc_metadata(headers: Mapping[str, str] | None) -> dict[str, str] | None:
-    """gRPC metadata keys must be lower case."""
-    return {key.lower(): value for key, value in headers.items()} if headers else None
+def _grpc_outputs(result: Any) -> dict[str, np.ndarray]:
+    return _output_arrays(result, [output.name for output in result.get_response().outputs])
 
 
 def _infer_inputs(factory: Callable[..., Any], inputs: Mapping[str, np.ndarray]) -> list[Any]:
@@ -309,6 +136,224 @@ def _infer_inputs(factory: Callable[..., Any], inputs: Mapping[str, np.ndarray])
         tensor.set_data_from_numpy(array)
         tensors.append(tensor)
     return tensors
+
+
+def grpc_metadata(headers: Mapping[str, str] | None) -> dict[str, str] | None:
+    """gRPC metadata keys must be lower case."""
+    return {key.lower(): value for key, value in headers.items()} if headers else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+    """One ``tritonclient`` call: the method, its arguments, and how to read its answer."""
+
+    method: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    parse: Callable[[Any], Any]
+
+
+Headers = Mapping[str, str] | None
+
+
+class Calls:
+    """Builds the :class:`Op` of each server call; a protocol only says how its arguments look."""
+
+    _outputs: Callable[[Any], dict[str, np.ndarray]]
+    _config_kwargs: dict[str, Any] = {}
+
+    def __init__(self, input_factory: Callable[..., Any]) -> None:
+        self._input = input_factory
+
+    def _kw(self, timeout_s: float, headers: Headers) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def server_live(self, *, timeout_s: float, headers: Headers) -> Op:
+        return Op("is_server_live", (), self._kw(timeout_s, headers), bool)
+
+    def server_ready(self, *, timeout_s: float, headers: Headers) -> Op:
+        return Op("is_server_ready", (), self._kw(timeout_s, headers), bool)
+
+    def model_ready(self, name: str, version: str, *, timeout_s: float, headers: Headers) -> Op:
+        return Op("is_model_ready", (name, version), self._kw(timeout_s, headers), bool)
+
+    def model_config(self, name: str, version: str, *, timeout_s: float, headers: Headers) -> Op:
+        return Op("get_model_config", (name, version), {**self._kw(timeout_s, headers), **self._config_kwargs}, dict)
+
+    def infer(
+        self,
+        name: str,
+        version: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        timeout_s: float,
+        headers: Headers,
+        parameters: Mapping[str, Any] | None,
+    ) -> Op:
+        kwargs = {**self._kw(timeout_s, headers), "model_version": version, "parameters": parameters}
+        return Op("infer", (name, _infer_inputs(self._input, inputs)), kwargs, type(self)._outputs)
+
+
+class HttpCalls(Calls):
+    """HTTP: the deadline is the client's (``network_timeout``), not an argument."""
+
+    _outputs = staticmethod(_http_outputs)
+
+    def __init__(self) -> None:
+        import tritonclient.http as httpclient
+
+        super().__init__(httpclient.InferInput)
+
+    def _kw(self, timeout_s: float, headers: Headers) -> dict[str, Any]:
+        return {"headers": headers}
+
+
+class GrpcCalls(Calls):
+    """gRPC: every call carries its deadline (``client_timeout``); metadata keys in lower case."""
+
+    _outputs = staticmethod(_grpc_outputs)
+    _config_kwargs = {"as_json": True}
+
+    def __init__(self) -> None:
+        import tritonclient.grpc as grpcclient
+
+        super().__init__(grpcclient.InferInput)
+
+    def _kw(self, timeout_s: float, headers: Headers) -> dict[str, Any]:
+        return {"headers": grpc_metadata(headers), "client_timeout": timeout_s}
+
+
+def _http_ssl_options(tls: TlsOptions) -> dict[str, str] | None:
+    pairs = (("ca_certs", tls.ca_certs), ("certfile", tls.client_cert), ("keyfile", tls.client_key))
+    return {key: value for key, value in pairs if value} or None
+
+
+def _grpc_tls_kwargs(url: ServerUrl, tls: TlsOptions) -> dict[str, Any]:
+    return {
+        "ssl": url.tls,
+        "root_certificates": tls.ca_certs,
+        "private_key": tls.client_key,
+        "certificate_chain": tls.client_cert,
+    }
+
+
+class Transport:
+    """A sync transport: runs an :class:`Op` on a ``tritonclient`` client and returns its answer."""
+
+    def __init__(self, url: ServerUrl, tls: TlsOptions) -> None:
+        self.url = url
+        self.tls = tls
+        self.calls: Any = GrpcCalls() if url.protocol == "grpc" else HttpCalls()
+
+    def run(self, op: Op, timeout_s: float) -> Any:
+        return op.parse(getattr(self._client(timeout_s), op.method)(*op.args, **op.kwargs))
+
+    def _client(self, timeout_s: float) -> Any:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class HttpTransport(Transport):
+    """``tritonclient.http`` clients are not thread-safe, so each thread gets its own; and since
+    their deadline is set per client, one per deadline value (flows use a handful)."""
+
+    def __init__(self, url: ServerUrl, tls: TlsOptions) -> None:
+        super().__init__(url, tls)
+        import tritonclient.http as httpclient
+
+        self._module = httpclient
+        self._local = threading.local()
+        self._all: list[tuple[threading.Thread, Any]] = []  # (owner thread, client), to close them all
+        self._lock = threading.Lock()
+
+    def _client(self, timeout_s: float) -> Any:
+        clients = getattr(self._local, "clients", None)
+        if clients is None:
+            clients = self._local.clients = {}
+        client = clients.get(timeout_s)
+        if client is None:
+            client = self._module.InferenceServerClient(
+                self.url.address,
+                connection_timeout=timeout_s,
+                network_timeout=timeout_s,
+                ssl=self.url.tls,
+                ssl_options=_http_ssl_options(self.tls),
+            )
+            clients[timeout_s] = client
+            with self._lock:
+                # Close the clients of threads that have ended, so short-lived threads leak nothing.
+                ended = [c for thread, c in self._all if not thread.is_alive()]
+                self._all = [(t, c) for t, c in self._all if t.is_alive()]
+                self._all.append((threading.current_thread(), client))
+            for stale in ended:
+                stale.close()
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._all = self._all, []
+        for _, client in clients:
+            client.close()
+
+
+class GrpcTransport(Transport):
+    """One thread-safe ``tritonclient.grpc`` channel; each call carries its own deadline."""
+
+    def __init__(self, url: ServerUrl, tls: TlsOptions) -> None:
+        super().__init__(url, tls)
+        import tritonclient.grpc as grpcclient
+
+        self._grpc = grpcclient.InferenceServerClient(url.address, **_grpc_tls_kwargs(url, tls))
+
+    def _client(self, timeout_s: float) -> Any:
+        return self._grpc
+
+    def close(self) -> None:
+        self._grpc.close()
+
+
+class AsyncTransport:
+    """An asyncio transport: awaits an :class:`Op` under ``asyncio.wait_for`` (the deadline on
+    both protocols). Its ``tritonclient`` aio client is made on first use, inside the loop."""
+
+    def __init__(self, url: ServerUrl, tls: TlsOptions) -> None:
+        self.url = url
+        self.tls = tls
+        self.calls: Any = GrpcCalls() if url.protocol == "grpc" else HttpCalls()
+        self._aio: Any = None
+
+    async def run(self, op: Op, timeout_s: float) -> Any:
+        if self._aio is None:
+            self._aio = self._make_client()
+        return op.parse(await asyncio.wait_for(getattr(self._aio, op.method)(*op.args, **op.kwargs), timeout_s))
+
+    @property
+    def client(self) -> Any:
+        """The ``tritonclient`` aio client (made on first use)."""
+        if self._aio is None:
+            self._aio = self._make_client()
+        return self._aio
+
+    def _make_client(self) -> Any:
+        if self.url.protocol == "grpc":
+            import tritonclient.grpc.aio as grpc_aio
+
+            return grpc_aio.InferenceServerClient(self.url.address, **_grpc_tls_kwargs(self.url, self.tls))
+        import tritonclient.http.aio as http_aio
+
+        ssl_context = None
+        if self.url.tls:
+            ssl_context = ssl.create_default_context(cafile=self.tls.ca_certs)
+            if self.tls.client_cert:
+                ssl_context.load_cert_chain(self.tls.client_cert, self.tls.client_key)
+        return http_aio.InferenceServerClient(self.url.address, ssl=self.url.tls, ssl_context=ssl_context)
+
+    async def close(self) -> None:
+        client, self._aio = self._aio, None
+        if client is not None:
+            await client.close()
 
 
 def make_transport(url: ServerUrl, tls: TlsOptions) -> Transport:

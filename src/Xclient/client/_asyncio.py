@@ -1,0 +1,135 @@
+"""AsyncioModelClient: the asyncio client, on tritonclient's native asyncio transports (no thread pool)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ._base import BaseModelClient, Flow, run_flow_async
+from ._coding import finish_response
+from ._config import ModelConfig
+from ._transport import AsyncTransport
+
+
+class AsyncClientMixin(BaseModelClient):
+    """The asyncio half every async client shares: a lazily made transport, flows awaited.
+    Readiness and the config are checked once per client, not before every request."""
+
+    _transport_obj: AsyncTransport | None = None
+
+    def _async_setup(self) -> None:
+        self._init_lock = asyncio.Lock()
+
+    def _transport(self) -> AsyncTransport:
+        self._check_open()
+        if self._transport_obj is None:
+            self._transport_obj = AsyncTransport(self._url, self._tls)
+        return self._transport_obj
+
+    async def _run(self, flow: Flow) -> Any:
+        return await run_flow_async(flow, self._transport(), self._ctx, self._call_headers(None))
+
+    async def _get_config(self) -> ModelConfig:
+        config = self._config
+        if config is not None and (self._ready or not self._ensure_model_is_ready):
+            return config
+        async with self._init_lock:
+            self._check_open()
+            if self._config is None or (self._ensure_model_is_ready and not self._ready):
+                self._config = await self._run(self._init_flow())
+            return self._config
+
+    async def _close_transport(self) -> None:
+        self._closed = True
+        transport, self._transport_obj = self._transport_obj, None
+        if transport is not None:
+            await transport.close()
+
+
+class AsyncioModelClient(AsyncClientMixin):
+    """An asyncio client for one model, over HTTP (``tritonclient.http.aio``) or gRPC
+    (``tritonclient.grpc.aio``). Same options and rules as :class:`~Xclient.client.ModelClient`.
+
+    Example::
+
+        async with AsyncioModelClient("grpc://localhost:8001", "text") as client:
+            config = await client.model_config
+            result = await client.infer_sample("你好")
+
+    Hundreds of concurrent requests on one client are fine.
+    """
+
+    def __init__(self, url: str, model_name: str, model_version: str | int | None = None, **options: Any) -> None:
+        super().__init__(url, model_name, model_version, **options)
+        self._async_setup()
+
+    async def __aenter__(self) -> AsyncioModelClient:
+        if not self._lazy_init:
+            try:
+                await self._get_config()
+            except BaseException:
+                await self.close()  # __aexit__ will not run: leave no connection behind
+                raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def model_config(self) -> Any:
+        """An awaitable of the model config: ``await client.model_config``."""
+        return self._get_config()
+
+    async def wait_for_server(self, timeout_s: float) -> None:
+        """Wait until the server is ready (riding out a server that is down or starting)."""
+        await self._run(self._wait_flow(timeout_s, model=False))
+
+    async def wait_for_model(self, timeout_s: float) -> None:
+        """Wait until the model is ready, then fetch its config if it is still missing."""
+        config = await self._run(self._wait_flow(timeout_s, model=True))
+        self._config = self._config or config
+
+    async def infer_sample(
+        self,
+        *inputs: Any,
+        parameters: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        **named_inputs: Any,
+    ) -> dict[str, np.ndarray]:
+        """Run one sample (see :meth:`Xclient.client.ModelClient.infer_sample`)."""
+        return await self._infer(inputs, named_inputs, False, parameters, headers)
+
+    async def infer_batch(
+        self,
+        *inputs: Any,
+        parameters: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        **named_inputs: Any,
+    ) -> dict[str, np.ndarray]:
+        """Run a batch (see :meth:`Xclient.client.ModelClient.infer_batch`)."""
+        return await self._infer(inputs, named_inputs, True, parameters, headers)
+
+    async def _infer(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        batch: bool,
+        parameters: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+    ) -> dict[str, np.ndarray]:
+        request = self._prepare(await self._get_config(), args, kwargs, batch)
+        transport = self._transport()
+        try:
+            outputs = await transport.run(
+                self._infer_op(transport, request, parameters, headers), self._inference_timeout_s
+            )
+        except Exception as e:  # noqa: BLE001 - translated into the Xclient error tree
+            raise self._infer_failed(e) from None
+        return finish_response(outputs, request)
+
+    async def close(self) -> None:
+        """Close the connections; later calls raise ClientClosedError. Closing twice is fine."""
+        await self._close_transport()
