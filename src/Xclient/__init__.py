@@ -7,8 +7,16 @@ server, and LangChain or PyTriton only when the classes that need them are used.
 from __future__ import annotations
 
 from . import exceptions
-from .client import ModelClient, ModelConfig, TensorSpec
+from .client import AsyncioDecoupledModelClient, DecoupledModelClient, ModelClient, ModelConfig, TensorSpec
 
 __version__ = "0.1.0"
 
-__all__ = ["ModelClient", "ModelConfig", "TensorSpec", "exceptions", "__version__"]
+__all__ = [
+    "AsyncioDecoupledModelClient",
+    "DecoupledModelClient",
+    "ModelClient",
+    "ModelConfig",
+    "TensorSpec",
+    "exceptions",
+    "__version__",
+]

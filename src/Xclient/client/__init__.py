@@ -4,11 +4,14 @@ from ..exceptions import *  # noqa: F401,F403 - errors are reachable from here t
 from ..exceptions import __all__ as _exceptions_all
 from ._asyncio import AsyncioModelClient
 from ._config import ModelConfig, TensorSpec
+from ._decoupled import AsyncioDecoupledModelClient, DecoupledModelClient
 from ._futures import FuturesModelClient
 from ._model_client import ModelClient
 
 __all__ = [
+    "AsyncioDecoupledModelClient",
     "AsyncioModelClient",
+    "DecoupledModelClient",
     "ModelClient",
     "FuturesModelClient",
     "ModelConfig",

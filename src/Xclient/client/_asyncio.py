@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Coroutine, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ._base import BaseModelClient, Flow, run_flow_async
-from ._coding import finish_response
 from ._config import ModelConfig
 from ._transport import AsyncTransport
 
+_Self = TypeVar("_Self", bound="AsyncClientMixin")
+
 
 class AsyncClientMixin(BaseModelClient):
-    """The asyncio half every async client shares: a lazily made transport, flows awaited.
-    Readiness and the config are checked once per client, not before every request."""
+    """What every asyncio client shares: the transport (made on first use, inside the loop), flows
+    awaited, the config, readiness waits, ``async with`` and ``close``. Readiness and the config
+    are checked once per client, not before every request."""
 
     _transport_obj: AsyncTransport | None = None
 
@@ -42,7 +44,35 @@ class AsyncClientMixin(BaseModelClient):
                 self._config = await self._run(self._init_flow())
             return self._config
 
-    async def _close_transport(self) -> None:
+    async def __aenter__(self: _Self) -> _Self:
+        """With ``lazy_init=False``, fetch the config and check readiness now (closing the client if that fails)."""
+        if not self._lazy_init:
+            try:
+                await self._get_config()
+            except BaseException:
+                await self.close()  # __aexit__ will not run: leave no connection behind
+                raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def model_config(self) -> Coroutine[Any, Any, ModelConfig]:
+        """An awaitable of the model config: ``await client.model_config``."""
+        return self._get_config()
+
+    async def wait_for_server(self, timeout_s: float) -> None:
+        """Wait until the server is ready (riding out a server that is down or starting)."""
+        await self._run(self._wait_flow(timeout_s, model=False))
+
+    async def wait_for_model(self, timeout_s: float) -> None:
+        """Wait until the model is ready, then fetch its config if it is still missing."""
+        config = await self._run(self._wait_flow(timeout_s, model=True))
+        self._config = self._config or config
+
+    async def close(self) -> None:
+        """Close the connections; later calls raise ClientClosedError. Closing twice is fine."""
         self._closed = True
         transport, self._transport_obj = self._transport_obj, None
         if transport is not None:
@@ -66,32 +96,6 @@ class AsyncioModelClient(AsyncClientMixin):
         super().__init__(url, model_name, model_version, **options)
         self._async_setup()
 
-    async def __aenter__(self) -> AsyncioModelClient:
-        if not self._lazy_init:
-            try:
-                await self._get_config()
-            except BaseException:
-                await self.close()  # __aexit__ will not run: leave no connection behind
-                raise
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    @property
-    def model_config(self) -> Any:
-        """An awaitable of the model config: ``await client.model_config``."""
-        return self._get_config()
-
-    async def wait_for_server(self, timeout_s: float) -> None:
-        """Wait until the server is ready (riding out a server that is down or starting)."""
-        await self._run(self._wait_flow(timeout_s, model=False))
-
-    async def wait_for_model(self, timeout_s: float) -> None:
-        """Wait until the model is ready, then fetch its config if it is still missing."""
-        config = await self._run(self._wait_flow(timeout_s, model=True))
-        self._config = self._config or config
-
     async def infer_sample(
         self,
         *inputs: Any,
@@ -100,7 +104,8 @@ class AsyncioModelClient(AsyncClientMixin):
         **named_inputs: Any,
     ) -> dict[str, np.ndarray]:
         """Run one sample (see :meth:`Xclient.client.ModelClient.infer_sample`)."""
-        return await self._infer(inputs, named_inputs, False, parameters, headers)
+        call = (inputs, named_inputs, False, parameters, headers)
+        return await self._run(self._infer_flow(await self._get_config(), call))
 
     async def infer_batch(
         self,
@@ -110,26 +115,5 @@ class AsyncioModelClient(AsyncClientMixin):
         **named_inputs: Any,
     ) -> dict[str, np.ndarray]:
         """Run a batch (see :meth:`Xclient.client.ModelClient.infer_batch`)."""
-        return await self._infer(inputs, named_inputs, True, parameters, headers)
-
-    async def _infer(
-        self,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        batch: bool,
-        parameters: Mapping[str, Any] | None,
-        headers: Mapping[str, str] | None,
-    ) -> dict[str, np.ndarray]:
-        request = self._prepare(await self._get_config(), args, kwargs, batch)
-        transport = self._transport()
-        try:
-            outputs = await transport.run(
-                self._infer_op(transport, request, parameters, headers), self._inference_timeout_s
-            )
-        except Exception as e:  # noqa: BLE001 - translated into the Xclient error tree
-            raise self._infer_failed(e) from None
-        return finish_response(outputs, request)
-
-    async def close(self) -> None:
-        """Close the connections; later calls raise ClientClosedError. Closing twice is fine."""
-        await self._close_transport()
+        call = (inputs, named_inputs, True, parameters, headers)
+        return await self._run(self._infer_flow(await self._get_config(), call))

@@ -24,9 +24,9 @@ from ..exceptions import (
     XclientValueError,
 )
 from ._auth import build_headers, merge_headers, secrets_of
-from ._coding import PreparedRequest, prepare_request
+from ._coding import PreparedRequest, finish_response, prepare_request
 from ._config import ModelConfig
-from ._transport import AsyncTransport, CallContext, Op, TlsOptions, Transport, translate_error
+from ._transport import AsyncTransport, CallContext, TlsOptions, Transport, translate_error
 from ._urls import ServerUrl, parse_url
 
 DEFAULT_INIT_TIMEOUT_S = 30.0
@@ -42,6 +42,7 @@ class Call:
     args: tuple[Any, ...]
     timeout_s: float
     action: str
+    headers: Mapping[str, str] | None = None  # None: the client's own headers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +59,7 @@ def _advance(flow: Flow, send: Any, error: XclientError | None) -> Call | Sleep:
 
 
 def _op(transport: Any, step: Call, headers: Mapping[str, str] | None) -> Any:
+    headers = step.headers if step.headers is not None else headers
     return getattr(transport.calls, step.method)(*step.args, timeout_s=step.timeout_s, headers=headers)
 
 
@@ -197,21 +199,17 @@ class BaseModelClient:
         self._check_open()
         return prepare_request(config, args, kwargs, batch=batch)
 
-    def _infer_op(
+    def _infer_flow(
         self,
-        transport: Transport | AsyncTransport,
-        request: PreparedRequest,
-        parameters: Mapping[str, Any] | None,
-        headers: Mapping[str, str] | None,
-    ) -> Op:
-        return transport.calls.infer(
-            self._model_name,
-            self._model_version,
-            request.inputs,
-            timeout_s=self._inference_timeout_s,
-            headers=self._call_headers(headers),
-            parameters=parameters,
-        )
+        config: ModelConfig,
+        call: tuple[tuple[Any, ...], dict[str, Any], bool, Mapping[str, Any] | None, Mapping[str, str] | None],
+    ) -> Flow:
+        """One inference: code the arguments (errors before anything is sent), call, decode."""
+        args, kwargs, batch, parameters, headers = call
+        request = self._prepare(config, args, kwargs, batch)
+        inputs = (*self._model_args(), request.inputs, parameters)
+        outputs = yield Call("infer", inputs, self._inference_timeout_s, "inference", self._call_headers(headers) or {})
+        return finish_response(outputs, request)
 
     def _infer_failed(self, error: BaseException) -> XclientError:
         return translate_error(error, self._ctx, "inference", self._inference_timeout_s)
@@ -289,3 +287,28 @@ def _as_config(config: ModelConfig | Mapping[str, Any]) -> ModelConfig:
     raise XclientValueError(
         f"model_config: expected a ModelConfig or Triton's config dict, got {type(config).__name__}"
     )
+
+
+class ClientWrapper:
+    """A client that serves through an inner model client (the futures and sync streaming clients)."""
+
+    _client: BaseModelClient
+
+    @property
+    def url(self) -> str:
+        """The server URL, normalized (``grpc://host:8001``)."""
+        return self._client.url
+
+    @property
+    def model_name(self) -> str:
+        return self._client.model_name
+
+    @property
+    def model_version(self) -> str | None:
+        return self._client.model_version
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError

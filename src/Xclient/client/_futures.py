@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..exceptions import ClientClosedError, QueueFullError, XclientValueError
+from ._base import ClientWrapper
 from ._config import ModelConfig
 from ._model_client import ModelClient
 
@@ -27,7 +28,7 @@ T = TypeVar("T")
 DEFAULT_MAX_WORKERS = 4
 
 
-class FuturesModelClient:
+class FuturesModelClient(ClientWrapper):
     """A :class:`ModelClient` whose calls return :class:`concurrent.futures.Future` objects at once.
 
     Example::
@@ -80,19 +81,6 @@ class FuturesModelClient:
 
     # -- public, read-only ---------------------------------------------------------------------
 
-    @property
-    def url(self) -> str:
-        """The server URL, normalized (``grpc://host:8001``)."""
-        return self._client.url
-
-    @property
-    def model_name(self) -> str:
-        return self._client.model_name
-
-    @property
-    def model_version(self) -> str | None:
-        return self._client.model_version
-
     def __repr__(self) -> str:
         version = f", model_version={self.model_version!r}" if self.model_version else ""
         return (
@@ -108,9 +96,6 @@ class FuturesModelClient:
             self.close()
             raise
         return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # -- calls: each one queues the ModelClient call of the same name ---------------------------
 

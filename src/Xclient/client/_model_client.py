@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ._base import BaseModelClient, Flow, run_flow
-from ._coding import finish_response
 from ._config import ModelConfig
 from ._transport import Transport, make_transport
 
+_Self = TypeVar("_Self", bound="SyncClientMixin")
+
 
 class SyncClientMixin(BaseModelClient):
-    """The sync half every blocking client shares: a lazily made transport, flows run in place."""
+    """What every blocking client with its own transport shares: the transport (made on first
+    use), flows run in place, the config, readiness waits, ``with`` and ``close``."""
 
     _transport_obj: Transport | None = None
 
@@ -46,34 +48,8 @@ class SyncClientMixin(BaseModelClient):
                 self._config = self._run(self._init_flow())
             return self._config
 
-    def _close_transport(self) -> None:
-        with self._lock:
-            self._closed = True
-            transport, self._transport_obj = self._transport_obj, None
-        if transport is not None:
-            transport.close()
-
-
-class ModelClient(SyncClientMixin):
-    """A blocking client for one model, over HTTP or gRPC (chosen by the URL's scheme).
-
-    Example::
-
-        with ModelClient("grpc://localhost:8001", "text") as client:
-            client.infer_sample("你好")["LENGTH"]      # array([2], dtype=int32)
-
-    The constructor does no network I/O. The first call fetches the model config (once) and
-    checks that the model is ready; with ``lazy_init=False`` entering ``with`` does it instead.
-    It fails at once on an unknown model; a server that does not answer fails after
-    ``init_timeout_s``; each inference has a deadline of ``inference_timeout_s``.
-    A client is safe to share between threads.
-    """
-
-    def __init__(self, url: str, model_name: str, model_version: str | int | None = None, **options: Any) -> None:
-        super().__init__(url, model_name, model_version, **options)
-        self._sync_setup()
-
-    def __enter__(self) -> ModelClient:
+    def __enter__(self: _Self) -> _Self:
+        """With ``lazy_init=False``, fetch the config and check readiness now (closing the client if that fails)."""
         if not self._lazy_init:
             try:
                 self._get_config()
@@ -108,6 +84,34 @@ class ModelClient(SyncClientMixin):
         with self._lock:
             self._config = self._config or config
 
+    def close(self) -> None:
+        """Close the connections; later calls raise ClientClosedError. Closing twice is fine."""
+        with self._lock:
+            self._closed = True
+            transport, self._transport_obj = self._transport_obj, None
+        if transport is not None:
+            transport.close()
+
+
+class ModelClient(SyncClientMixin):
+    """A blocking client for one model, over HTTP or gRPC (chosen by the URL's scheme).
+
+    Example::
+
+        with ModelClient("grpc://localhost:8001", "text") as client:
+            client.infer_sample("你好")["LENGTH"]      # array([2], dtype=int32)
+
+    The constructor does no network I/O. The first call fetches the model config (once) and
+    checks that the model is ready; with ``lazy_init=False`` entering ``with`` does it instead.
+    It fails at once on an unknown model; a server that does not answer fails after
+    ``init_timeout_s``; each inference has a deadline of ``inference_timeout_s``.
+    A client is safe to share between threads.
+    """
+
+    def __init__(self, url: str, model_name: str, model_version: str | int | None = None, **options: Any) -> None:
+        super().__init__(url, model_name, model_version, **options)
+        self._sync_setup()
+
     def infer_sample(
         self,
         *inputs: Any,
@@ -120,7 +124,7 @@ class ModelClient(SyncClientMixin):
         Inputs go positionally (config order) or by name, never both. Values may be numpy arrays
         or plain Python values (``str``/``bytes`` for BYTES inputs, lists, scalars).
         """
-        return self._infer(inputs, named_inputs, False, parameters, headers)
+        return self._run(self._infer_flow(self._get_config(), (inputs, named_inputs, False, parameters, headers)))
 
     def infer_batch(
         self,
@@ -130,24 +134,4 @@ class ModelClient(SyncClientMixin):
         **named_inputs: Any,
     ) -> dict[str, np.ndarray]:
         """Run a batch: each input's first axis is the batch, at most the model's ``max_batch_size``."""
-        return self._infer(inputs, named_inputs, True, parameters, headers)
-
-    def _infer(
-        self,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        batch: bool,
-        parameters: Mapping[str, Any] | None,
-        headers: Mapping[str, str] | None,
-    ) -> dict[str, np.ndarray]:
-        request = self._prepare(self._get_config(), args, kwargs, batch)
-        transport = self._transport()
-        try:
-            outputs = transport.run(self._infer_op(transport, request, parameters, headers), self._inference_timeout_s)
-        except Exception as e:  # noqa: BLE001 - translated into the Xclient error tree
-            raise self._infer_failed(e) from None
-        return finish_response(outputs, request)
-
-    def close(self) -> None:
-        """Close the connections; later calls raise ClientClosedError. Closing twice is fine."""
-        self._close_transport()
+        return self._run(self._infer_flow(self._get_config(), (inputs, named_inputs, True, parameters, headers)))

@@ -123,7 +123,7 @@ def _http_outputs(result: Any) -> dict[str, np.ndarray]:
     return _output_arrays(result, [output["name"] for output in result.get_response().get("outputs", ())])
 
 
-def _grpc_outputs(result: Any) -> dict[str, np.ndarray]:
+def grpc_outputs(result: Any) -> dict[str, np.ndarray]:
     return _output_arrays(result, [output.name for output in result.get_response().outputs])
 
 
@@ -185,10 +185,10 @@ class Calls:
         name: str,
         version: str,
         inputs: Mapping[str, np.ndarray],
+        parameters: Mapping[str, Any] | None,
         *,
         timeout_s: float,
         headers: Headers,
-        parameters: Mapping[str, Any] | None,
     ) -> Op:
         kwargs = {**self._kw(timeout_s, headers), "model_version": version, "parameters": parameters}
         return Op("infer", (name, _infer_inputs(self._input, inputs)), kwargs, type(self)._outputs)
@@ -211,7 +211,7 @@ class HttpCalls(Calls):
 class GrpcCalls(Calls):
     """gRPC: every call carries its deadline (``client_timeout``); metadata keys in lower case."""
 
-    _outputs = staticmethod(_grpc_outputs)
+    _outputs = staticmethod(grpc_outputs)
     _config_kwargs = {"as_json": True}
 
     def __init__(self) -> None:
