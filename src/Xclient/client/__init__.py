@@ -7,14 +7,18 @@ from ._config import ModelConfig, TensorSpec
 from ._decoupled import AsyncioDecoupledModelClient, DecoupledModelClient
 from ._futures import FuturesModelClient
 from ._model_client import ModelClient
+from ._server_client import AsyncioServerClient, ModelStatus, ServerClient
 
 __all__ = [
     "AsyncioDecoupledModelClient",
     "AsyncioModelClient",
+    "AsyncioServerClient",
     "DecoupledModelClient",
     "ModelClient",
     "FuturesModelClient",
     "ModelConfig",
+    "ModelStatus",
+    "ServerClient",
     "TensorSpec",
     *_exceptions_all,
 ]

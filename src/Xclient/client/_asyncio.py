@@ -8,17 +8,16 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ._base import BaseModelClient, Flow, run_flow_async
+from ._base import BaseClient, BaseModelClient, Flow, run_flow_async
 from ._config import ModelConfig
 from ._transport import AsyncTransport
 
 _Self = TypeVar("_Self", bound="AsyncClientMixin")
 
 
-class AsyncClientMixin(BaseModelClient):
+class AsyncTransportMixin(BaseClient):
     """What every asyncio client shares: the transport (made on first use, inside the loop), flows
-    awaited, the config, readiness waits, ``async with`` and ``close``. Readiness and the config
-    are checked once per client, not before every request."""
+    awaited, ``close`` and ``async with``."""
 
     _transport_obj: AsyncTransport | None = None
 
@@ -33,6 +32,21 @@ class AsyncClientMixin(BaseModelClient):
 
     async def _run(self, flow: Flow) -> Any:
         return await run_flow_async(flow, self._transport(), self._ctx, self._call_headers(None))
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connections; later calls raise ClientClosedError. Closing twice is fine."""
+        self._closed = True
+        transport, self._transport_obj = self._transport_obj, None
+        if transport is not None:
+            await transport.close()
+
+
+class AsyncClientMixin(AsyncTransportMixin, BaseModelClient):
+    """What every asyncio model client shares on top: the config (checked once per client, not
+    before every request), readiness waits, ``async with``."""
 
     async def _get_config(self) -> ModelConfig:
         config = self._config
@@ -54,9 +68,6 @@ class AsyncClientMixin(BaseModelClient):
                 raise
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
     @property
     def model_config(self) -> Coroutine[Any, Any, ModelConfig]:
         """An awaitable of the model config: ``await client.model_config``."""
@@ -70,13 +81,6 @@ class AsyncClientMixin(BaseModelClient):
         """Wait until the model is ready, then fetch its config if it is still missing."""
         config = await self._run(self._wait_flow(timeout_s, model=True))
         self._config = self._config or config
-
-    async def close(self) -> None:
-        """Close the connections; later calls raise ClientClosedError. Closing twice is fine."""
-        self._closed = True
-        transport, self._transport_obj = self._transport_obj, None
-        if transport is not None:
-            await transport.close()
 
 
 class AsyncioModelClient(AsyncClientMixin):

@@ -43,6 +43,7 @@ class Call:
     timeout_s: float
     action: str
     headers: Mapping[str, str] | None = None  # None: the client's own headers
+    model: str | None = None  # the model the call is about, for errors (None: the client's)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +64,10 @@ def _op(transport: Any, step: Call, headers: Mapping[str, str] | None) -> Any:
     return getattr(transport.calls, step.method)(*step.args, timeout_s=step.timeout_s, headers=headers)
 
 
+def _context(ctx: CallContext, step: Call) -> CallContext:
+    return dataclasses.replace(ctx, model=step.model) if step.model else ctx
+
+
 def run_flow(flow: Flow, transport: Transport, ctx: CallContext, headers: Mapping[str, str] | None) -> Any:
     """Run a flow synchronously: execute each step and send its result (or its error) back."""
     send: Any = None
@@ -79,7 +84,7 @@ def run_flow(flow: Flow, transport: Transport, ctx: CallContext, headers: Mappin
         try:
             send = transport.run(_op(transport, step, headers), step.timeout_s)
         except Exception as e:  # noqa: BLE001 - every failure is translated and handed to the flow
-            error = translate_error(e, ctx, step.action, step.timeout_s)
+            error = translate_error(e, _context(ctx, step), step.action, step.timeout_s)
 
 
 async def run_flow_async(
@@ -100,10 +105,89 @@ async def run_flow_async(
         try:
             send = await transport.run(_op(transport, step, headers), step.timeout_s)
         except Exception as e:  # noqa: BLE001 - every failure is translated and handed to the flow
-            error = translate_error(e, ctx, step.action, step.timeout_s)
+            error = translate_error(e, _context(ctx, step), step.action, step.timeout_s)
 
 
-class BaseModelClient:
+def check_timeout(option: str, value: object) -> float:
+    """A positive number of seconds, or an error naming the option."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise XclientValueError(f"{option}: expected a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+class BaseClient:
+    """The connection every client shares: the URL, TLS, headers (API key), the secrets to hide,
+    the closed state, and the readiness rules. Model clients and server clients build on it."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        init_timeout_s: float = DEFAULT_INIT_TIMEOUT_S,
+        api_key: str | None = None,
+        api_key_header: str = "Authorization",
+        headers: Mapping[str, str] | None = None,
+        ca_certs: str | None = None,
+        client_cert: str | None = None,
+        client_key: str | None = None,
+        _model: str | None = None,
+    ) -> None:
+        self._url: ServerUrl = parse_url(url)
+        self._init_timeout_s = check_timeout("init_timeout_s", init_timeout_s)
+        self._tls = TlsOptions(ca_certs=ca_certs, client_cert=client_cert, client_key=client_key)
+        self._headers = build_headers(api_key, api_key_header, headers, grpc=self._url.protocol == "grpc")
+        self._ctx = CallContext(self._url, _model, tuple(secrets_of(self._headers, api_key)))
+        self._closed = False
+
+    @property
+    def url(self) -> str:
+        """The server URL, normalized (``grpc://host:8001``)."""
+        return str(self._url)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosedError(f"{self!r} is closed; create a new client", model=self._ctx.model)
+
+    def _call_headers(self, headers: Mapping[str, str] | None) -> dict[str, str] | None:
+        return merge_headers(self._headers, headers)
+
+    def _ready_flow(
+        self, deadline: float, timeout_s: float, *, model: tuple[str, str] | None, tolerate_unreachable: bool
+    ) -> Flow:
+        """Poll readiness (the model's, or the server's when ``model`` is None) until the deadline.
+        With ``tolerate_unreachable``, a server that is down or starting is waited for too."""
+        delay = 0.02
+        last_error: XclientError | None = None
+        while True:
+            # A fixed probe deadline (not "what is left"): HTTP clients are kept per deadline value.
+            probe_timeout = min(POLL_TIMEOUT_S, timeout_s)
+            try:
+                if model:
+                    ready = yield Call("model_ready", model, probe_timeout, "checking model readiness")
+                else:
+                    ready = yield Call("server_ready", (), probe_timeout, "checking server readiness")
+            except (ServerUnavailableError, XclientTimeoutError) as e:
+                if not tolerate_unreachable:
+                    raise
+                ready, last_error = False, e
+            if ready:
+                return
+            if time.monotonic() >= deadline:
+                what = f"Model {model[0]!r}" + (f" version {model[1]}" if model[1] else "") if model else "The server"
+                reason = f" (last error: {last_error.message})" if last_error else ""
+                error = ModelUnavailableError if model else ServerUnavailableError
+                raise error(
+                    f"{what} on {self._url} is not ready after {timeout_s:g} s{reason}",
+                    model=model[0] if model else None,
+                )
+            yield Sleep(min(delay, max(_remaining(deadline), 0.0)))
+            delay = min(delay * 2, 0.5)
+
+
+class BaseModelClient(BaseClient):
     """Options and rules shared by every model client; subclasses only choose how to wait."""
 
     #: True for the streaming clients, False for the others: a model of the other kind is refused.
@@ -116,46 +200,29 @@ class BaseModelClient:
         model_version: str | int | None = None,
         *,
         lazy_init: bool = True,
-        init_timeout_s: float = DEFAULT_INIT_TIMEOUT_S,
         inference_timeout_s: float = DEFAULT_INFERENCE_TIMEOUT_S,
         model_config: ModelConfig | Mapping[str, Any] | None = None,
         ensure_model_is_ready: bool = True,
-        api_key: str | None = None,
-        api_key_header: str = "Authorization",
-        headers: Mapping[str, str] | None = None,
-        ca_certs: str | None = None,
-        client_cert: str | None = None,
-        client_key: str | None = None,
+        **connection: Any,
     ) -> None:
-        self._url: ServerUrl = parse_url(url)
+        """``connection``: ``init_timeout_s``, ``api_key``, ``api_key_header``, ``headers``,
+        ``ca_certs``, ``client_cert``, ``client_key`` (see :class:`BaseClient`)."""
         if not isinstance(model_name, str) or not model_name:
             raise XclientValueError(f"model_name: expected a non-empty str, got {model_name!r}")
         if model_version is not None and not isinstance(model_version, (str, int)):
             raise XclientValueError(f"model_version: expected a str or int such as '2', got {model_version!r}")
-        for option, value in (("init_timeout_s", init_timeout_s), ("inference_timeout_s", inference_timeout_s)):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise XclientValueError(f"{option}: expected a positive number of seconds, got {value!r}")
+        super().__init__(url, **connection, _model=model_name)
         self._model_name = model_name
         self._model_version = "" if model_version is None else str(model_version)
         self._lazy_init = lazy_init
-        self._init_timeout_s = float(init_timeout_s)
-        self._inference_timeout_s = float(inference_timeout_s)
+        self._inference_timeout_s = check_timeout("inference_timeout_s", inference_timeout_s)
         self._ensure_model_is_ready = ensure_model_is_ready
-        self._tls = TlsOptions(ca_certs=ca_certs, client_cert=client_cert, client_key=client_key)
-        self._headers = build_headers(api_key, api_key_header, headers, grpc=self._url.protocol == "grpc")
-        self._ctx = CallContext(self._url, model_name, tuple(secrets_of(self._headers, api_key)))
         self._config: ModelConfig | None = None
         if model_config is not None:
             self._config = self._check_kind(_as_config(model_config))
         self._ready = False
-        self._closed = False
 
     # -- public, read-only -------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """The server URL, normalized (``grpc://host:8001``)."""
-        return str(self._url)
 
     @property
     def model_name(self) -> str:
@@ -171,10 +238,6 @@ class BaseModelClient:
 
     # -- shared rules --------------------------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ClientClosedError(f"{self!r} is closed; create a new client", model=self._model_name)
-
     def _check_kind(self, config: ModelConfig) -> ModelConfig:
         if config.decoupled and not self._for_decoupled:
             raise IncompatibleModelError(
@@ -189,9 +252,6 @@ class BaseModelClient:
                 model=self._model_name,
             )
         return config
-
-    def _call_headers(self, headers: Mapping[str, str] | None) -> dict[str, str] | None:
-        return merge_headers(self._headers, headers)
 
     def _prepare(
         self, config: ModelConfig, args: tuple[Any, ...], kwargs: dict[str, Any], batch: bool
@@ -228,51 +288,23 @@ class BaseModelClient:
             raw = yield Call("model_config", self._model_args(), self._init_timeout_s, "fetching the model config")
             config = self._check_kind(ModelConfig.from_dict(raw, version=self.model_version))
         if self._ensure_model_is_ready and not self._ready:
-            yield from self._ready_flow(deadline, tolerate_unreachable=False)
+            yield from self._ready_flow(
+                deadline, self._init_timeout_s, model=self._model_args(), tolerate_unreachable=False
+            )
+            self._ready = True
         return config
 
     def _wait_flow(self, timeout_s: float, *, model: bool) -> Flow:
         """Wait until the server (and, with ``model``, the model) is ready, riding out a server
         that is down or starting. Then fetch the config if it is still missing."""
         deadline = time.monotonic() + timeout_s
-        yield from self._ready_flow(deadline, tolerate_unreachable=True, model=model, timeout_s=timeout_s)
+        model_args = self._model_args() if model else None
+        yield from self._ready_flow(deadline, timeout_s, model=model_args, tolerate_unreachable=True)
+        self._ready = self._ready or model
         if model and self._config is None:
             raw = yield Call("model_config", self._model_args(), self._init_timeout_s, "fetching the model config")
             return self._check_kind(ModelConfig.from_dict(raw, version=self.model_version))
         return self._config
-
-    def _ready_flow(
-        self, deadline: float, *, tolerate_unreachable: bool, model: bool = True, timeout_s: float | None = None
-    ) -> Flow:
-        timeout_s = self._init_timeout_s if timeout_s is None else timeout_s
-        delay = 0.02
-        last_error: XclientError | None = None
-        while True:
-            # A fixed probe deadline (not "what is left"): HTTP clients are kept per deadline value.
-            probe_timeout = min(POLL_TIMEOUT_S, timeout_s)
-            try:
-                if model:
-                    ready = yield Call("model_ready", self._model_args(), probe_timeout, "checking model readiness")
-                else:
-                    ready = yield Call("server_ready", (), probe_timeout, "checking server readiness")
-            except (ServerUnavailableError, XclientTimeoutError) as e:
-                if not tolerate_unreachable:
-                    raise
-                ready, last_error = False, e
-            if ready:
-                self._ready = self._ready or model
-                return
-            if time.monotonic() >= deadline:
-                what = f"Model {self._model_name!r}" if model else "The server"
-                version = f" version {self._model_version}" if model and self._model_version else ""
-                reason = f" (last error: {last_error.message})" if last_error else ""
-                error = ModelUnavailableError if model else ServerUnavailableError
-                raise error(
-                    f"{what}{version} on {self._url} is not ready after {timeout_s:g} s{reason}",
-                    model=self._model_name,
-                )
-            yield Sleep(min(delay, max(_remaining(deadline), 0.0)))
-            delay = min(delay * 2, 0.5)
 
 
 def _remaining(deadline: float) -> float:

@@ -8,16 +8,16 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ._base import BaseModelClient, Flow, run_flow
+from ._base import BaseClient, BaseModelClient, Flow, run_flow
 from ._config import ModelConfig
 from ._transport import Transport, make_transport
 
 _Self = TypeVar("_Self", bound="SyncClientMixin")
 
 
-class SyncClientMixin(BaseModelClient):
-    """What every blocking client with its own transport shares: the transport (made on first
-    use), flows run in place, the config, readiness waits, ``with`` and ``close``."""
+class SyncTransportMixin(BaseClient):
+    """What every blocking client shares: the transport (made on first use), flows run in place,
+    ``close`` and ``with``."""
 
     _transport_obj: Transport | None = None
 
@@ -36,6 +36,21 @@ class SyncClientMixin(BaseModelClient):
 
     def _run(self, flow: Flow) -> Any:
         return run_flow(flow, self._transport(), self._ctx, self._call_headers(None))
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections; later calls raise ClientClosedError. Closing twice is fine."""
+        with self._lock:
+            self._closed = True
+            transport, self._transport_obj = self._transport_obj, None
+        if transport is not None:
+            transport.close()
+
+
+class SyncClientMixin(SyncTransportMixin, BaseModelClient):
+    """What every blocking model client shares on top: the config, readiness waits, ``with``."""
 
     def _get_config(self) -> ModelConfig:
         """The model config, after readiness checks on first use; later calls take no lock."""
@@ -57,9 +72,6 @@ class SyncClientMixin(BaseModelClient):
                 self.close()  # __exit__ will not run: leave no connection behind
                 raise
         return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     @property
     def model_config(self) -> ModelConfig:
@@ -83,14 +95,6 @@ class SyncClientMixin(BaseModelClient):
         config = self._run(self._wait_flow(timeout_s, model=True))
         with self._lock:
             self._config = self._config or config
-
-    def close(self) -> None:
-        """Close the connections; later calls raise ClientClosedError. Closing twice is fine."""
-        with self._lock:
-            self._closed = True
-            transport, self._transport_obj = self._transport_obj, None
-        if transport is not None:
-            transport.close()
 
 
 class ModelClient(SyncClientMixin):

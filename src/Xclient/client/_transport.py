@@ -138,6 +138,15 @@ def _infer_inputs(factory: Callable[..., Any], inputs: Mapping[str, np.ndarray])
     return tensors
 
 
+def _index_entries(answer: Any) -> list[dict[str, Any]]:
+    """The repository index: HTTP answers a list, gRPC (as JSON) ``{"models": [...]}``."""
+    return list(answer.get("models", []) if isinstance(answer, Mapping) else answer)
+
+
+def _nothing(answer: Any) -> None:
+    return None
+
+
 def grpc_metadata(headers: Mapping[str, str] | None) -> dict[str, str] | None:
     """gRPC metadata keys must be lower case."""
     return {key.lower(): value for key, value in headers.items()} if headers else None
@@ -160,7 +169,7 @@ class Calls:
     """Builds the :class:`Op` of each server call; a protocol only says how its arguments look."""
 
     _outputs: Callable[[Any], dict[str, np.ndarray]]
-    _config_kwargs: dict[str, Any] = {}
+    _json_kwargs: dict[str, Any] = {}  # what makes the protocol answer with JSON dicts
 
     def __init__(self, input_factory: Callable[..., Any]) -> None:
         self._input = input_factory
@@ -178,7 +187,26 @@ class Calls:
         return Op("is_model_ready", (name, version), self._kw(timeout_s, headers), bool)
 
     def model_config(self, name: str, version: str, *, timeout_s: float, headers: Headers) -> Op:
-        return Op("get_model_config", (name, version), {**self._kw(timeout_s, headers), **self._config_kwargs}, dict)
+        return Op("get_model_config", (name, version), self._json(timeout_s, headers), dict)
+
+    def server_metadata(self, *, timeout_s: float, headers: Headers) -> Op:
+        return Op("get_server_metadata", (), self._json(timeout_s, headers), dict)
+
+    def repository_index(self, *, timeout_s: float, headers: Headers) -> Op:
+        return Op("get_model_repository_index", (), self._json(timeout_s, headers), _index_entries)
+
+    def load_model(self, name: str, config: str | None, *, timeout_s: float, headers: Headers) -> Op:
+        return Op("load_model", (name,), {**self._kw(timeout_s, headers), "config": config}, _nothing)
+
+    def unload_model(self, name: str, unload_dependents: bool, *, timeout_s: float, headers: Headers) -> Op:
+        kwargs = {**self._kw(timeout_s, headers), "unload_dependents": unload_dependents}
+        return Op("unload_model", (name,), kwargs, _nothing)
+
+    def statistics(self, name: str, version: str, *, timeout_s: float, headers: Headers) -> Op:
+        return Op("get_inference_statistics", (name, version), self._json(timeout_s, headers), dict)
+
+    def _json(self, timeout_s: float, headers: Headers) -> dict[str, Any]:
+        return {**self._kw(timeout_s, headers), **self._json_kwargs}
 
     def infer(
         self,
@@ -212,7 +240,7 @@ class GrpcCalls(Calls):
     """gRPC: every call carries its deadline (``client_timeout``); metadata keys in lower case."""
 
     _outputs = staticmethod(grpc_outputs)
-    _config_kwargs = {"as_json": True}
+    _json_kwargs = {"as_json": True}
 
     def __init__(self) -> None:
         import tritonclient.grpc as grpcclient
