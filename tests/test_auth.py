@@ -18,12 +18,9 @@ KEY = "sk-test-0123456789abcdef"  # noqa: S105
 
 @pytest.fixture(scope="module")
 def secured_server():
-    restriction = f"inference,model-config:authorization=Bearer {KEY}"
-    server = LocalTritonServer(
-        model_repository=[MODELS, DEMO_MODELS],
-        extra_args=[f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"],
-    )
-    with server:
+    # Triton itself enforces the key (its restricted-API settings), on both protocols.
+    with LocalTritonServer(model_repository=[MODELS, DEMO_MODELS], api_key=KEY) as server:
+        assert KEY not in repr(server)
         yield server
 
 
@@ -74,3 +71,13 @@ def test_api_key_header_name_is_configurable():
         "triton-grpc-protocol-authorization": "Bearer k-123",
     }
     assert redact("token Bearer k-123456 here", ["k-123456"]) == "token Bearer *** here"
+
+
+def test_model_management_needs_the_key_too(secured_url):
+    from Xclient.client import ServerClient
+
+    with ServerClient(secured_url, api_key=KEY) as server:
+        assert "text" in {m.name for m in server.models()}
+        assert server.is_ready()  # health stays open: readiness probes need no key
+    with ServerClient(secured_url) as server, pytest.raises(AccessDeniedError):
+        server.models()

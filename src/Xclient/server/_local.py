@@ -84,6 +84,9 @@ class LocalTritonServer:
         http_port, grpc_port: 0 (default) picks free ports.
         startup_timeout_s: how long to wait for the server and its models to be ready.
         log_verbose: Triton's ``--log-verbose`` level.
+        api_key: when set, Triton itself refuses every request but health checks that lacks
+            ``Authorization: Bearer <api_key>`` (its restricted-API settings, on both protocols;
+            Xclient's clients send it with ``api_key=``). Python functions cannot be bound then.
         extra_args: more ``tritonserver`` command-line arguments.
 
     Use it as a context manager, or call :meth:`start` and :meth:`stop`. The log is kept in
@@ -99,6 +102,7 @@ class LocalTritonServer:
         grpc_port: int = 0,
         startup_timeout_s: float = 120.0,
         log_verbose: int = 0,
+        api_key: str | None = None,
         extra_args: Iterable[str] = (),
     ) -> None:
         if model_repository is None:
@@ -116,6 +120,9 @@ class LocalTritonServer:
         self.grpc_port = grpc_port or _free_port(host)
         self._startup_timeout_s = startup_timeout_s
         self._log_verbose = log_verbose
+        if api_key is not None and (not isinstance(api_key, str) or not api_key.strip() or "," in api_key):
+            raise XclientValueError("api_key: expected a non-empty str without commas")
+        self._api_key = api_key
         self._extra_args = list(extra_args)
         self._process: subprocess.Popen[bytes] | None = None
         self._workspace: pathlib.Path | None = None
@@ -220,6 +227,8 @@ class LocalTritonServer:
         with self._lock:
             if not self.is_alive():
                 raise ServerStartError("bind() needs a running server: call start() first")
+            if self._api_key:
+                raise ServerStartError("bind() is not available on a server started with api_key")
             if self._remote is None:
                 from pytriton.triton import RemoteTriton
 
@@ -270,11 +279,20 @@ class LocalTritonServer:
             "--load-model=*",
             "--exit-timeout-secs=5",
             f"--log-verbose={self._log_verbose}",
+            *self._restriction_args(),
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
             "--backend-config=python,shm-default-byte-size=4194304",
             "--backend-config=python,shm-growth-byte-size=1048576",
             *self._extra_args,
         ]
+
+    def _restriction_args(self) -> list[str]:
+        """Triton's own API-key check: every API but health needs the key (readiness stays open)."""
+        if not self._api_key:
+            return []
+        apis = "metadata,inference,shared-memory,model-config,model-repository,statistics,trace,logging"
+        rule = f"{apis}:authorization=Bearer {self._api_key}"
+        return [f"--http-restricted-api={rule}", f"--grpc-restricted-protocol={rule}"]
 
     def _launch(self) -> None:
         assert self._workspace is not None
