@@ -8,7 +8,7 @@ import numpy as np
 from Xclient import ModelClient
 from Xclient.server import DEMO_MODELS, LocalTritonServer
 
-with LocalTritonServer(model_repository=DEMO_MODELS) as server:
+with LocalTritonServer(model_repository=DEMO_MODELS, models=["text"]) as server:
     for url in (server.http_url, server.grpc_url):
         with ModelClient(url, "text") as client:
             sample = client.infer_sample("hello, triton")  # str in, UTF-8 on the wire

@@ -110,3 +110,14 @@ async def test_lazy_init_false_checks_on_enter_and_closed_client_refuses(url):
     await client.close()
     with pytest.raises(ClientClosedError):
         await client.infer_sample("a")
+
+
+def test_one_client_works_under_successive_event_loops(triton_server, protocol):
+    client = AsyncioModelClient(triton_server.url(protocol), "text")
+
+    async def call(text: str) -> list[int]:
+        return (await client.infer_sample(text))["LENGTH"].tolist()
+
+    assert asyncio.run(call("一")) == [1]
+    assert asyncio.run(call("一二")) == [2]  # a new loop: the client reconnects there
+    asyncio.run(client.close())

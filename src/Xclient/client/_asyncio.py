@@ -10,6 +10,7 @@ import numpy as np
 
 from ._base import BaseClient, BaseModelClient, Flow, run_flow_async
 from ._config import ModelConfig
+from ..exceptions import XclientError
 from ._transport import AsyncTransport
 
 _Self = TypeVar("_Self", bound="AsyncClientMixin")
@@ -23,11 +24,21 @@ class AsyncTransportMixin(BaseClient):
 
     def _async_setup(self) -> None:
         self._init_lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _transport(self) -> AsyncTransport:
+        """The transport of the running event loop: asyncio connections belong to one loop, so a
+        client used again under a new loop (a second ``asyncio.run``) starts afresh there."""
         self._check_open()
-        if self._transport_obj is None:
+        loop = asyncio.get_running_loop()
+        if self._transport_obj is None or self._loop is not loop:
+            if self._loop is not None and self._loop is not loop and not self._loop.is_closed():
+                raise XclientError(
+                    f"{self!r} is in use by another running event loop; create one client per event loop"
+                )
             self._transport_obj = AsyncTransport(self._url, self._tls)
+            self._init_lock = asyncio.Lock()
+            self._loop = loop
         return self._transport_obj
 
     async def _run(self, flow: Flow) -> Any:
@@ -52,6 +63,7 @@ class AsyncClientMixin(AsyncTransportMixin, BaseModelClient):
         config = self._config
         if config is not None and (self._ready or not self._ensure_model_is_ready):
             return config
+        self._transport()  # first: under a new event loop it renews the transport and the lock
         async with self._init_lock:
             self._check_open()
             if self._config is None or (self._ensure_model_is_ready and not self._ready):

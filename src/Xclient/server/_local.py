@@ -82,6 +82,7 @@ class LocalTritonServer:
             merged (a name in two of them is an error). None: start with no models.
         host: the address both endpoints listen on.
         http_port, grpc_port: 0 (default) picks free ports.
+        models: the names of the models to serve from the repositories (default: all of them).
         startup_timeout_s: how long to wait for the server and its models to be ready.
         log_verbose: Triton's ``--log-verbose`` level.
         api_key: when set, Triton itself refuses every request but health checks that lacks
@@ -100,6 +101,7 @@ class LocalTritonServer:
         host: str = "127.0.0.1",
         http_port: int = 0,
         grpc_port: int = 0,
+        models: Iterable[str] | None = None,
         startup_timeout_s: float = 120.0,
         log_verbose: int = 0,
         api_key: str | None = None,
@@ -115,6 +117,7 @@ class LocalTritonServer:
             if not repository.is_dir():
                 raise XclientValueError(f"model_repository: {str(repository)!r} is not a directory")
         self._repositories = repositories
+        self._models = None if models is None else list(models)
         self.host = host
         self.http_port = http_port or _free_port(host)
         self.grpc_port = grpc_port or _free_port(host)
@@ -251,8 +254,11 @@ class LocalTritonServer:
         models = workspace / "models"
         models.mkdir()
         seen: dict[str, pathlib.Path] = {}
+        wanted = None if self._models is None else set(self._models)
         for repository in self._repositories:
             for model_dir in sorted(p for p in repository.iterdir() if (p / "config.pbtxt").exists()):
+                if wanted is not None and model_dir.name not in wanted:
+                    continue
                 if model_dir.name in seen:
                     raise XclientValueError(
                         f"model_repository: model {model_dir.name!r} is in both {str(seen[model_dir.name])!r} "
@@ -260,6 +266,9 @@ class LocalTritonServer:
                     )
                 seen[model_dir.name] = repository
                 (models / model_dir.name).symlink_to(model_dir.resolve(), target_is_directory=True)
+        missing = sorted((wanted or set()) - set(seen))
+        if missing:
+            raise XclientValueError(f"models: {missing} are in none of the model repositories")
         self._shm_prefix = f"xclient{os.getpid()}-{os.urandom(3).hex()}"
 
     def _command(self) -> list[str]:
@@ -334,8 +343,11 @@ class LocalTritonServer:
             time.sleep(0.1)
 
     def _log_tail(self) -> str:
+        """The log's error lines (a failed model's reason) first, then its end."""
         text = self.logs()
-        return text if len(text) <= _LOG_TAIL_CHARS else "...\n" + text[-_LOG_TAIL_CHARS:]
+        errors = [line for line in text.splitlines() if line.startswith("E") or "UNAVAILABLE:" in line]
+        tail = text if len(text) <= _LOG_TAIL_CHARS else "...\n" + text[-_LOG_TAIL_CHARS:]
+        return ("Errors:\n" + "\n".join(errors[-20:]) + "\n\nLog:\n" if errors else "") + tail
 
     def _stop_process(self) -> None:
         process, self._process = self._process, None
