@@ -352,3 +352,48 @@ def test_failed_enter_with_lazy_init_false_closes_the_client(url):
         pass
     with pytest.raises(ClientClosedError):
         client.infer_sample("x")
+
+
+def count_calls(client, seen: list[str]) -> None:
+    transport = client._transport()
+    original = transport.run
+
+    def run(op, timeout_s):
+        seen.append(op.method)
+        return original(op, timeout_s)
+
+    transport.run = run
+
+
+def test_retries_resend_only_what_never_reached_the_server(dead_url, silent_url):
+    seen: list[str] = []
+    client = ModelClient(dead_url, "text", retries=2, retry_backoff_s=0.01)
+    count_calls(client, seen)
+    with pytest.raises(ServerUnavailableError) as info:
+        client.infer_sample("x")
+    assert info.value.retryable and seen == ["get_model_config"] * 3  # the first try and 2 retries
+    seen.clear()
+    silent = ModelClient(silent_url, "text", retries=2, init_timeout_s=0.5)
+    count_calls(silent, seen)
+    with pytest.raises((XclientTimeoutError, ServerUnavailableError)) as info:
+        silent.infer_sample("x")
+    assert not info.value.retryable and len(seen) == 1  # it may have reached the server: no retry
+
+
+def test_a_model_reloaded_with_a_new_config_is_picked_up(triton_server, protocol):
+    from Xclient.client import ServerClient
+
+    url = triton_server.url(protocol)
+    with ServerClient(url) as server, ModelClient(url, "optional") as client:
+        original = dict(client.model_config.raw)
+        assert client.infer_batch(a=[[1.0]] * 6)["sum"].shape == (6, 1)
+        server.unload_model("optional")
+        with pytest.raises(ModelUnavailableError):
+            client.infer_sample([1.0])
+        server.load_model("optional", {**original, "max_batch_size": 4})
+        try:
+            with pytest.raises(XclientValueError, match="max_batch_size 4"):  # the new config, not a stale one
+                client.infer_batch(a=[[1.0]] * 6)
+            assert client.infer_batch(a=[[1.0]] * 4)["sum"].shape == (4, 1)
+        finally:
+            server.load_model("optional", original)

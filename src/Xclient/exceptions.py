@@ -17,7 +17,8 @@ Every error Xclient raises derives from :class:`XclientError`. The tree::
     └── ServerStartError                          the local Triton server did not start
 
 Each error carries, where they apply, ``model`` (name), ``input`` (the input's name),
-``status`` and ``server_message`` (what the server said). Messages never contain
+``status`` and ``server_message`` (what the server said), and ``retryable``: True when the
+request surely never reached the server (connection refused, DNS), so sending it again is safe. Messages never contain
 credentials: see :func:`Xclient.client._auth.redact`.
 """
 
@@ -51,9 +52,11 @@ class XclientError(Exception):
         input: str | None = None,
         status: str | None = None,
         server_message: str | None = None,
+        retryable: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.retryable = retryable
         self.model = model
         self.input = input
         self.status = status

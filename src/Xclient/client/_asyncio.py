@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ..exceptions import XclientError
 from ._base import BaseClient, BaseModelClient, Flow, run_flow_async
 from ._config import ModelConfig
-from ..exceptions import XclientError
 from ._transport import AsyncTransport
 
 _Self = TypeVar("_Self", bound="AsyncClientMixin")
@@ -42,7 +42,9 @@ class AsyncTransportMixin(BaseClient):
         return self._transport_obj
 
     async def _run(self, flow: Flow) -> Any:
-        return await run_flow_async(flow, self._transport(), self._ctx, self._call_headers(None))
+        return await run_flow_async(
+            flow, self._transport(), self._ctx, self._call_headers(None), self._retries, self._retry_backoff_s
+        )
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()

@@ -17,6 +17,7 @@ from typing import Any
 from ..exceptions import (
     ClientClosedError,
     IncompatibleModelError,
+    InferenceServerError,
     ModelUnavailableError,
     ServerUnavailableError,
     XclientError,
@@ -31,7 +32,9 @@ from ._urls import ServerUrl, parse_url
 
 DEFAULT_INIT_TIMEOUT_S = 30.0
 DEFAULT_INFERENCE_TIMEOUT_S = 60.0
-POLL_TIMEOUT_S = 1.0  # the deadline of one readiness probe while waiting
+POLL_TIMEOUT_S = 1.0
+#: Statuses of a request the server refused for its inputs (a changed config shows this way).
+_REFUSED_INPUT = ("400", "StatusCode.INVALID_ARGUMENT")  # the deadline of one readiness probe while waiting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,15 +71,55 @@ def _context(ctx: CallContext, step: Call) -> CallContext:
     return dataclasses.replace(ctx, model=step.model) if step.model else ctx
 
 
-def run_flow(flow: Flow, transport: Transport, ctx: CallContext, headers: Mapping[str, str] | None) -> Any:
+class _Steps:
+    """What a flow asks for next, with the retry rule written once for both runners: a failure
+    marked ``retryable`` (nothing reached the server) is retried up to ``retries`` times per step,
+    after a doubling pause; any other failure goes back into the flow."""
+
+    def __init__(self, flow: Flow, ctx: CallContext, retries: int, backoff_s: float) -> None:
+        self._flow = flow
+        self._ctx = ctx
+        self._retries = retries
+        self._backoff_s = backoff_s
+        self._attempts = 0
+        self._pending: list[Call | Sleep] = []
+        self.value: Any = None
+
+    def next(self, send: Any, error: XclientError | None) -> Call | Sleep | None:
+        """The next step, or None when the flow is done (its result in :attr:`value`)."""
+        if self._pending:
+            return self._pending.pop(0)
+        if error is None:
+            self._attempts = 0
+        try:
+            return _advance(self._flow, send, error)
+        except StopIteration as stop:
+            self.value = stop.value
+            return None
+
+    def failed(self, step: Call, exc: BaseException) -> XclientError | None:
+        """The error to hand to the flow, or None when the step is retried."""
+        error = translate_error(exc, _context(self._ctx, step), step.action, step.timeout_s)
+        if error.retryable and self._attempts < self._retries:
+            self._attempts += 1
+            self._pending = [Sleep(self._backoff_s * 2 ** (self._attempts - 1)), step]
+            return None
+        return error
+
+
+def run_flow(
+    flow: Flow,
+    transport: Transport,
+    ctx: CallContext,
+    headers: Mapping[str, str] | None,
+    retries: int = 0,
+    backoff_s: float = 0.1,
+) -> Any:
     """Run a flow synchronously: execute each step and send its result (or its error) back."""
+    steps = _Steps(flow, ctx, retries, backoff_s)
     send: Any = None
     error: XclientError | None = None
-    while True:
-        try:
-            step = _advance(flow, send, error)
-        except StopIteration as stop:
-            return stop.value
+    while (step := steps.next(send, error)) is not None:
         send, error = None, None
         if isinstance(step, Sleep):
             time.sleep(step.seconds)
@@ -84,20 +127,23 @@ def run_flow(flow: Flow, transport: Transport, ctx: CallContext, headers: Mappin
         try:
             send = transport.run(_op(transport, step, headers), step.timeout_s)
         except Exception as e:  # noqa: BLE001 - every failure is translated and handed to the flow
-            error = translate_error(e, _context(ctx, step), step.action, step.timeout_s)
+            error = steps.failed(step, e)
+    return steps.value
 
 
 async def run_flow_async(
-    flow: Flow, transport: AsyncTransport, ctx: CallContext, headers: Mapping[str, str] | None
+    flow: Flow,
+    transport: AsyncTransport,
+    ctx: CallContext,
+    headers: Mapping[str, str] | None,
+    retries: int = 0,
+    backoff_s: float = 0.1,
 ) -> Any:
     """Run a flow in asyncio: the same steps as :func:`run_flow`, awaited."""
+    steps = _Steps(flow, ctx, retries, backoff_s)
     send: Any = None
     error: XclientError | None = None
-    while True:
-        try:
-            step = _advance(flow, send, error)
-        except StopIteration as stop:
-            return stop.value
+    while (step := steps.next(send, error)) is not None:
         send, error = None, None
         if isinstance(step, Sleep):
             await asyncio.sleep(step.seconds)
@@ -105,7 +151,8 @@ async def run_flow_async(
         try:
             send = await transport.run(_op(transport, step, headers), step.timeout_s)
         except Exception as e:  # noqa: BLE001 - every failure is translated and handed to the flow
-            error = translate_error(e, _context(ctx, step), step.action, step.timeout_s)
+            error = steps.failed(step, e)
+    return steps.value
 
 
 def check_timeout(option: str, value: object) -> float:
@@ -117,7 +164,11 @@ def check_timeout(option: str, value: object) -> float:
 
 class BaseClient:
     """The connection every client shares: the URL, TLS, headers (API key), the secrets to hide,
-    the closed state, and the readiness rules. Model clients and server clients build on it."""
+    the closed state, retries, and the readiness rules. Model clients and server clients build on it.
+
+    ``retries`` (default 0: off) retries a call that failed before anything reached the server
+    (connection refused, no route, DNS), after ``retry_backoff_s``, doubling each time. A call
+    that may have reached the server is never retried, nor is a stream that delivered data."""
 
     def __init__(
         self,
@@ -130,10 +181,16 @@ class BaseClient:
         ca_certs: str | None = None,
         client_cert: str | None = None,
         client_key: str | None = None,
+        retries: int = 0,
+        retry_backoff_s: float = 0.1,
         _model: str | None = None,
     ) -> None:
         self._url: ServerUrl = parse_url(url)
         self._init_timeout_s = check_timeout("init_timeout_s", init_timeout_s)
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise XclientValueError(f"retries: expected a whole number >= 0, got {retries!r}")
+        self._retries = retries
+        self._retry_backoff_s = check_timeout("retry_backoff_s", retry_backoff_s)
         self._tls = TlsOptions(ca_certs=ca_certs, client_cert=client_cert, client_key=client_key)
         self._headers = build_headers(api_key, api_key_header, headers, grpc=self._url.protocol == "grpc")
         self._ctx = CallContext(self._url, _model, tuple(secrets_of(self._headers, api_key)))
@@ -218,6 +275,7 @@ class BaseModelClient(BaseClient):
         self._inference_timeout_s = check_timeout("inference_timeout_s", inference_timeout_s)
         self._ensure_model_is_ready = ensure_model_is_ready
         self._config: ModelConfig | None = None
+        self._given_config = model_config is not None
         if model_config is not None:
             self._config = self._check_kind(_as_config(model_config))
         self._ready = False
@@ -268,8 +326,22 @@ class BaseModelClient(BaseClient):
         args, kwargs, batch, parameters, headers = call
         request = self._prepare(config, args, kwargs, batch)
         inputs = (*self._model_args(), request.inputs, parameters)
-        outputs = yield Call("infer", inputs, self._inference_timeout_s, "inference", self._call_headers(headers) or {})
+        try:
+            outputs = yield Call(
+                "infer", inputs, self._inference_timeout_s, "inference", self._call_headers(headers) or {}
+            )
+        except (ModelUnavailableError, InferenceServerError) as e:
+            self._forget_config(e)
+            raise
         return finish_response(outputs, request)
+
+    def _forget_config(self, error: XclientError) -> None:
+        """After the model went away or refused our inputs, fetch its config again on the next
+        call (it may have been reloaded with another one): never keep sending a stale mapping.
+        A config the user gave is kept: it is never fetched."""
+        if not self._given_config and (isinstance(error, ModelUnavailableError) or error.status in _REFUSED_INPUT):
+            self._config = None
+            self._ready = False
 
     def _infer_failed(self, error: BaseException) -> XclientError:
         return translate_error(error, self._ctx, "inference", self._inference_timeout_s)

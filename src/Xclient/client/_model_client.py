@@ -35,7 +35,9 @@ class SyncTransportMixin(BaseClient):
         return transport
 
     def _run(self, flow: Flow) -> Any:
-        return run_flow(flow, self._transport(), self._ctx, self._call_headers(None))
+        return run_flow(
+            flow, self._transport(), self._ctx, self._call_headers(None), self._retries, self._retry_backoff_s
+        )
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()

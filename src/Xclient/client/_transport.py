@@ -89,6 +89,7 @@ def translate_error(exc: BaseException, ctx: CallContext, action: str, timeout_s
                 model=model,
                 status=status,
                 server_message=server_message,
+                retryable=_looks_like_connection_failure(lowered),
             )
         if status in _NOT_FOUND_STATUSES or (status in (None, "400") and "unknown model" in lowered):
             return ModelUnavailableError(
@@ -107,12 +108,18 @@ def translate_error(exc: BaseException, ctx: CallContext, action: str, timeout_s
     if isinstance(exc, (TimeoutError, socket.timeout, asyncio.TimeoutError)) or type(exc).__name__ == "Timeout":
         return XclientTimeoutError(f"{action} for {where} timed out after {timeout_s} s ({message})", model=model)
     if isinstance(exc, (ConnectionError, socket.gaierror, ssl.SSLError, OSError)):
-        return ServerUnavailableError(f"Cannot reach {ctx.url} ({action} for {where}): {message}", model=model)
+        # Refused or unresolvable: nothing reached the server, so a retry is safe.
+        never_sent = isinstance(exc, (ConnectionRefusedError, socket.gaierror)) or _looks_like_connection_failure(
+            message.lower()
+        )
+        return ServerUnavailableError(
+            f"Cannot reach {ctx.url} ({action} for {where}): {message}", model=model, retryable=never_sent
+        )
     return InferenceServerError(f"{action} for {where} failed: {message}", model=model)
 
 
 def _looks_like_connection_failure(lowered: str) -> bool:
-    return any(m in lowered for m in ("failed to connect", "connection refused", "connect failed", "socket closed"))
+    return any(m in lowered for m in ("failed to connect", "connection refused", "connect failed", "cannot connect"))
 
 
 def _output_arrays(result: Any, names: list[str]) -> dict[str, np.ndarray]:
