@@ -19,7 +19,7 @@ KEY = "sk-test-0123456789abcdef"  # noqa: S105
 @pytest.fixture(scope="module")
 def secured_server():
     # Triton itself enforces the key (its restricted-API settings), on both protocols.
-    with LocalTritonServer(model_repository=[MODELS, DEMO_MODELS], api_key=KEY) as server:
+    with LocalTritonServer(model_repository=[MODELS, DEMO_MODELS], models=["text"], api_key=KEY) as server:
         assert KEY not in repr(server)
         yield server
 

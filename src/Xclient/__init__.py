@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 #: Classes imported on first use (they need LangChain): name -> module.
-_LAZY = {"MetaLMEmbeddings": ".embeddings", "MetaLMRerank": ".rerank"}
+_LAZY = {"MetaLMEmbeddings": ".embeddings", "MetaLMRerank": ".rerank", "ChatMetaLM": ".llms", "MetaLM": ".llms"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,334 @@
+"""How to speak each LLM serving contract: detection from the model config, request building, reading.
+
+Detection (:func:`detect_backend`, overridable with ``backend=``), first match wins:
+
+1. **vLLM** (PROTOCOLS.md section 1): ``backend: "vllm"``, or inputs ``text_input`` and
+   ``sampling_parameters``.
+2. **TensorRT-LLM** (section 2, ``ensemble`` / ``tensorrt_llm_bls``): inputs ``text_input`` and
+   ``max_tokens`` (``request_output_len`` in older versions).
+3. **A generic text model**: one BYTES input that takes the prompt and one BYTES output with the
+   text; coupled or decoupled.
+
+A :class:`Backend` builds a :class:`TritonRequest` per call: input values already cast to the dtypes
+the config declares (``INT32`` vs ``UINT32`` across TensorRT-LLM versions; errors name the model and
+the input, before anything is sent), whether the server echoes the prompt, and whether its streamed
+responses are cumulative. It sends only what the user set, plus what the backend needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from .._contract import Role, describe, incompatible, pick
+from ..client import ModelConfig, TensorSpec
+from ..client._coding import coerce
+from ..exceptions import XclientValueError
+from ._streaming import Piece
+
+BackendName = Literal["vllm", "tensorrt_llm", "text"]
+BACKENDS: tuple[BackendName, ...] = ("vllm", "tensorrt_llm", "text")
+_ADAPTER = "ChatMetaLM/MetaLM"
+
+#: The generation settings every backend understands, by their vLLM ``SamplingParams`` names.
+SAMPLING_FIELDS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_tokens",
+    "repetition_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """One call's generation settings: ``max_tokens``, the settings the user set (``settings``, by
+    their vLLM names), the stop list, and ``extra`` (``model_kwargs``: backend-specific keys)."""
+
+    max_tokens: int
+    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    stop: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class TritonRequest:
+    """One request to send: input name -> value (per sample, cast to the config's dtype; the client
+    adds the batch axis), the prompt's bytes if the server echoes it, and whether streamed responses
+    are cumulative."""
+
+    inputs: dict[str, np.ndarray]
+    echo: bytes | None = None
+    cumulative: bool = False
+
+    def args(self, config: ModelConfig) -> tuple[Any, ...]:
+        """The inputs positionally, in config order (None: left out)."""
+        return tuple(self.inputs.get(spec.name) for spec in config.inputs)
+
+
+def _is_text(spec: TensorSpec) -> bool:
+    return spec.is_bytes and len(spec.shape) == 1
+
+
+_PROMPT_INPUT = Role(
+    "input",
+    "the prompt input",
+    _is_text,
+    "a BYTES input with dims [1] or [-1]",
+    "input_name",
+    ("text", "prompt", "input"),
+)
+_TEXT_OUTPUT = Role(
+    "output", "the text output", _is_text, "a BYTES output with dims [1] or [-1]", "output_name", ("text", "output")
+)
+
+
+class Backend:
+    """A serving contract: builds requests and reads responses for one model config."""
+
+    name: BackendName
+    text_output: TensorSpec
+
+    def __init__(self, config: ModelConfig, input_name: str | None = None, output_name: str | None = None) -> None:
+        self.config = config
+        self.text_input = pick(config, _ADAPTER, _PROMPT_INPUT, input_name or self._default_input)
+        self.text_output = pick(config, _ADAPTER, _TEXT_OUTPUT, output_name or self._default_output)
+
+    _default_input: str | None = "text_input"
+    _default_output: str | None = "text_output"
+
+    @property
+    def streams(self) -> bool:
+        """The model is decoupled: its responses come as a stream."""
+        return self.config.decoupled
+
+    def request(self, prompt: str, sampling: Sampling, *, stream: bool) -> TritonRequest:
+        """The request for ``prompt``; ``stream``: the caller wants tokens as they come."""
+        raise NotImplementedError
+
+    def read(self, outputs: Mapping[str, Any]) -> Piece:
+        """What a response says (outputs as numpy arrays from the clients, or JSON values from HTTP)."""
+        return Piece(text=_first_bytes(outputs.get(self.text_output.name)))
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _extra_inputs(self, sampling: Sampling) -> dict[str, np.ndarray]:
+        """``model_kwargs`` as more inputs of the model (TensorRT-LLM and text models), each cast."""
+        inputs = {}
+        for name, value in sampling.extra.items():
+            if not self._has(name):
+                raise XclientValueError(
+                    f"model_kwargs: model {self.config.name!r} has no input {name!r}; its inputs: "
+                    f"{describe(self.config.inputs)}",
+                    model=self.config.name,
+                    input=name,
+                )
+            inputs[name] = self._cast(name, value)
+        return inputs
+
+    def _has(self, name: str) -> bool:
+        return self.config.input(name) is not None
+
+    def _cast(self, name: str, value: Any) -> np.ndarray:
+        """``value`` as the declared dtype of input ``name``, as a list for one-axis inputs."""
+        spec = self.config.input(name)
+        assert spec is not None
+        if len(spec.shape) == 1 and not isinstance(value, (list, tuple)):
+            value = [value]
+        return coerce(self.config, spec, value)
+
+
+def _first(value: Any) -> Any:
+    """The first element of an output (a numpy array, a JSON list or a JSON scalar), or None."""
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray):
+        return value.reshape(-1)[0] if value.size else None
+    while isinstance(value, list):
+        if not value:
+            return None
+        value = value[0]
+    return value
+
+
+def _first_bytes(value: Any) -> bytes | None:
+    """Text output bytes; JSON strings from HTTP carry non-UTF-8 bytes as surrogate escapes."""
+    first = _first(value)
+    if first is None:
+        return None
+    if isinstance(first, bytes):
+        return first
+    return str(first).encode("utf-8", "surrogateescape")
+
+
+def _first_int(value: Any) -> int | None:
+    first = _first(value)
+    return None if first is None else int(first)
+
+
+class VllmBackend(Backend):
+    """Triton's vLLM backend (PROTOCOLS.md section 1): ``sampling_parameters`` as JSON with only the keys
+    set (plus ``max_tokens``, whose backend default is 16 tokens), the optional ``return_*`` outputs when
+    the config declares them, ``exclude_input_in_output`` on non-streaming calls where declared."""
+
+    name: BackendName = "vllm"
+    COUNTS = ("return_num_input_tokens", "return_num_output_tokens", "return_finish_reason")
+
+    def __init__(self, config: ModelConfig, input_name: str | None = None, output_name: str | None = None) -> None:
+        super().__init__(config, input_name, output_name)
+        # r23.10-r24.02 (no exclude_input_in_output): streamed responses carry the prompt and all text so far.
+        self.legacy = not self._has("exclude_input_in_output")
+
+    def request(self, prompt: str, sampling: Sampling, *, stream: bool) -> TritonRequest:
+        parameters: dict[str, Any] = {"max_tokens": sampling.max_tokens, **sampling.settings}
+        if sampling.stop:
+            parameters["stop"] = list(sampling.stop)
+        parameters.update(sampling.extra)
+        inputs = {self.text_input.name: self._cast(self.text_input.name, prompt)}
+        if self._has("sampling_parameters"):
+            inputs["sampling_parameters"] = self._cast(
+                "sampling_parameters", json.dumps(parameters, ensure_ascii=False)
+            )
+        if stream and self._has("stream"):
+            inputs["stream"] = self._cast("stream", True)
+        if not stream and not self.legacy:
+            inputs["exclude_input_in_output"] = self._cast("exclude_input_in_output", True)
+        for name in self.COUNTS:
+            if self._has(name):
+                inputs[name] = self._cast(name, True)
+        echo = prompt.encode() if self.legacy else None  # the legacy backend echoes in both modes
+        return TritonRequest(inputs, echo=echo, cumulative=stream and self.legacy)
+
+    def read(self, outputs: Mapping[str, Any]) -> Piece:
+        reason = _first(outputs.get("finish_reason"))
+        return Piece(
+            text=_first_bytes(outputs.get(self.text_output.name)),
+            num_input_tokens=_first_int(outputs.get("num_input_tokens")),
+            num_output_tokens=_first_int(outputs.get("num_output_tokens")),
+            finish_reason=reason.decode() if isinstance(reason, bytes) else reason,
+        )
+
+
+#: TensorRT-LLM inputs under every name they had: setting -> names, newest first.
+TRTLLM_INPUTS: dict[str, tuple[str, ...]] = {
+    "max_tokens": ("max_tokens", "request_output_len"),
+    "min_tokens": ("min_tokens", "min_length"),
+    "seed": ("seed", "random_seed"),
+    "top_k": ("top_k", "runtime_top_k"),
+    "top_p": ("top_p", "runtime_top_p"),
+    "temperature": ("temperature",),
+    "repetition_penalty": ("repetition_penalty",),
+    "presence_penalty": ("presence_penalty",),
+    "frequency_penalty": ("frequency_penalty",),
+    "length_penalty": ("length_penalty", "len_penalty"),
+    "stream": ("stream", "streaming"),
+    "stop": ("stop_words",),
+}
+
+
+class TrtllmBackend(Backend):
+    """TensorRT-LLM's ``ensemble`` / ``tensorrt_llm_bls`` (PROTOCOLS.md section 2): a batch axis (added by
+    the client), each setting sent to the input of its current or former name, cast to its declared dtype;
+    the stop list as ``stop_words``; ``model_kwargs`` keys name other inputs (``bad_words``, ``end_id``...)."""
+
+    name: BackendName = "tensorrt_llm"
+
+    def __init__(self, config: ModelConfig, input_name: str | None = None, output_name: str | None = None) -> None:
+        super().__init__(config, input_name, output_name)
+        parameters = config.raw.get("parameters", {}) if isinstance(config.raw, Mapping) else {}
+        accumulate = parameters.get("accumulate_tokens", {}).get("string_value", "")
+        self.accumulate = str(accumulate).lower() == "true"  # BLS: streamed responses carry all text so far
+        if self._input("max_tokens") is None:
+            raise incompatible(
+                config, _ADAPTER, f"TensorRT-LLM needs a max_tokens input; its inputs: {describe(config.inputs)}"
+            )
+
+    def _input(self, setting: str) -> str | None:
+        """The model's input for ``setting`` under its current or a former name."""
+        return next((name for name in TRTLLM_INPUTS.get(setting, (setting,)) if self._has(name)), None)
+
+    def request(self, prompt: str, sampling: Sampling, *, stream: bool) -> TritonRequest:
+        values: dict[str, Any] = {"max_tokens": sampling.max_tokens, **sampling.settings}
+        if sampling.stop:
+            values["stop"] = list(sampling.stop)
+        stream = stream and self.streams and self._input("stream") is not None
+        if stream:
+            values["stream"] = True
+        excluded = not stream and self._has("exclude_input_in_output")
+        if excluded:
+            values["exclude_input_in_output"] = True
+        inputs = {self.text_input.name: self._cast(self.text_input.name, prompt)}
+        for setting, value in values.items():
+            name = self._input(setting)
+            if name is None:
+                raise XclientValueError(
+                    f"Model {self.config.name!r} (TensorRT-LLM) has no input for {setting!r} (looked for "
+                    f"{' or '.join(map(repr, TRTLLM_INPUTS.get(setting, (setting,))))}); its inputs: "
+                    f"{describe(self.config.inputs)}",
+                    model=self.config.name,
+                )
+            inputs[name] = self._cast(name, value)
+        inputs.update(self._extra_inputs(sampling))
+        echo = None if stream or excluded else prompt.encode()
+        return TritonRequest(inputs, echo=echo, cumulative=stream and self.accumulate)
+
+
+class TextBackend(Backend):
+    """A generic text model: the prompt goes to its one BYTES input, the text comes from its BYTES output.
+    It takes no generation settings (they are not sent; the stop list is still enforced client-side);
+    ``model_kwargs`` keys name other inputs of the model."""
+
+    name: BackendName = "text"
+    _default_input = None
+    _default_output = None
+
+    def request(self, prompt: str, sampling: Sampling, *, stream: bool) -> TritonRequest:
+        inputs = {self.text_input.name: self._cast(self.text_input.name, prompt)}
+        return TritonRequest({**inputs, **self._extra_inputs(sampling)})
+
+
+_CLASSES: dict[BackendName, type[Backend]] = {"vllm": VllmBackend, "tensorrt_llm": TrtllmBackend, "text": TextBackend}
+
+
+def detect_backend_name(config: ModelConfig) -> BackendName:
+    """Which contract a model config speaks (see the module docstring for the rules)."""
+    names = {spec.name for spec in config.inputs}
+    if config.backend == "vllm" or {"text_input", "sampling_parameters"} <= names:
+        return "vllm"
+    if "text_input" in names and names & {"max_tokens", "request_output_len"}:
+        return "tensorrt_llm"
+    if any(map(_is_text, config.inputs)) and any(map(_is_text, config.outputs)):
+        return "text"  # which of several: by name, or input_name/output_name (TextBackend says)
+    raise incompatible(
+        config,
+        _ADAPTER,
+        "it is neither a vLLM model (text_input, sampling_parameters), a TensorRT-LLM model (text_input, "
+        f"max_tokens) nor a text model (one BYTES input, one BYTES output); its inputs: {describe(config.inputs)}; "
+        f"its outputs: {describe(config.outputs)}",
+    )
+
+
+def detect_backend(
+    config: ModelConfig,
+    override: BackendName | None = None,
+    input_name: str | None = None,
+    output_name: str | None = None,
+) -> Backend:
+    """The :class:`Backend` for ``config``: detected, or the one ``override`` names (its tensors must fit);
+    ``input_name``/``output_name`` name the prompt input and the text output when detection cannot."""
+    name = override or detect_backend_name(config)
+    if name not in _CLASSES:
+        raise XclientValueError(f"backend: expected one of {', '.join(BACKENDS)} or None, got {name!r}")
+    return _CLASSES[name](config, input_name, output_name)
+
+
+def sampling_settings(values: Mapping[str, Any], names: Sequence[str] = SAMPLING_FIELDS) -> dict[str, Any]:
+    """The settings that are set (not None), as native JSON types."""
+    return {name: values[name] for name in names if values.get(name) is not None}

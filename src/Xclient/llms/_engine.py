@@ -1,0 +1,312 @@
+"""The engine ChatMetaLM and MetaLM share: connections per model, and one generation run sync or async.
+
+**Routes.** The first call for a model connects and reads its config (once; reused):
+
+- ``grpc://`` (and URLs without a scheme): a :class:`~Xclient.client.DecoupledModelClient` (the gRPC
+  stream, for invoke and stream alike); a model that turns out to be coupled gets a
+  :class:`~Xclient.client.ModelClient` instead (one response per request).
+- ``http(s)://``: the config over HTTP; a decoupled model streams through Triton's ``generate_stream``
+  (:mod:`Xclient.llms._http`), a coupled one gets a :class:`~Xclient.client.ModelClient`.
+
+The asyncio twins (:class:`~Xclient.client.AsyncioDecoupledModelClient`,
+:class:`~Xclient.client.AsyncioModelClient`, an ``httpx.AsyncClient``) serve the async methods, one set
+per event loop.
+
+**One generation** (:func:`run` / :func:`arun`, which differ only in how they wait): the backend builds
+the request, a :class:`~Xclient.llms._streaming.Generation` turns responses into text, the stream is
+closed (cancelling the request on the server) as soon as a stop sequence ends the text or the caller
+leaves, and an :class:`~Xclient.llms._streaming.Ending` comes last. A failure that never reached the
+server (connection refused) before any response is retried ``max_retries`` times with exponential
+backoff; nothing is retried once a response came, and other errors are raised at once (after the text
+already delivered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any
+
+from ..client import (
+    AsyncioDecoupledModelClient,
+    AsyncioModelClient,
+    DecoupledModelClient,
+    ModelClient,
+    ModelConfig,
+)
+from ..client._urls import ServerUrl, parse_url
+from ..exceptions import IncompatibleModelError, XclientError
+from ._backends import Backend, BackendName, Sampling, TritonRequest, detect_backend
+from ._http import AsyncGenerateClient, SyncGenerateClient
+from ._streaming import Ending, Generation, TextDecoder
+
+#: The first retry waits this long; each next one twice as long, at most RETRY_MAX_DELAY_S.
+RETRY_BACKOFF_S = 0.5
+RETRY_MAX_DELAY_S = 8.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How to reach the server, as the LangChain class's fields said on first use."""
+
+    server_url: str
+    model_version: str | None = None
+    api_key: str | None = None
+    api_key_header: str = "Authorization"
+    headers: Mapping[str, str] | None = None
+    init_timeout_s: float = 30.0
+    timeout_s: float = 60.0
+    max_retries: int = 0
+    backend: BackendName | None = None
+    input_name: str | None = None
+    output_name: str | None = None
+
+    @property
+    def url(self) -> ServerUrl:
+        """The server URL; without a scheme it means gRPC."""
+        return parse_url(self.server_url, default_scheme="grpc")
+
+    def client_options(self) -> dict[str, Any]:
+        """The base clients' options."""
+        return {
+            "model_version": self.model_version,
+            "init_timeout_s": self.init_timeout_s,
+            "inference_timeout_s": self.timeout_s,
+            "api_key": self.api_key,
+            "api_key_header": self.api_key_header,
+            "headers": self.headers,
+        }
+
+    def http_options(self) -> dict[str, Any]:
+        """The generate clients' options."""
+        options = self.client_options()
+        options["timeout_s"] = options.pop("inference_timeout_s")
+        return options
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One generation: the model, the prompt, the settings, and whether the caller streams."""
+
+    model: str
+    prompt: str
+    sampling: Sampling
+    stream: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Connection:
+    """One model on one server: its config and backend, ``open(request)`` (a context manager, sync or
+    async, over the request's responses) and ``close()``."""
+
+    config: ModelConfig
+    backend: Backend
+    open: Callable[[TritonRequest], Any]
+    close: Callable[[], Any]
+
+
+def _backend(settings: Settings, config: ModelConfig) -> Backend:
+    return detect_backend(config, settings.backend, settings.input_name, settings.output_name)
+
+
+def connect(settings: Settings, model: str) -> Connection:
+    """Connect to ``model`` (blocking): fetch its config and choose the route (see the module docstring)."""
+    url, options = settings.url, settings.client_options()
+    if url.protocol == "http":
+        http = SyncGenerateClient(url, model, **settings.http_options())
+        try:
+            config = http.model_config()
+            backend = _backend(settings, config)
+        except BaseException:
+            http.close()
+            raise
+        if config.decoupled:
+            return Connection(config, backend, http.stream, http.close)
+        http.close()
+        client: Any = ModelClient(str(url), model, model_config=config, ensure_model_is_ready=False, **options)
+        return Connection(config, backend, _one_response(client, config), client.close)
+    client = DecoupledModelClient(str(url), model, **options)
+    try:
+        try:
+            config = client.model_config
+        except IncompatibleModelError:  # not decoupled: one response per request
+            client.close()
+            client = ModelClient(str(url), model, **options)
+            config = client.model_config
+            return Connection(config, _backend(settings, config), _one_response(client, config), client.close)
+        return Connection(config, _backend(settings, config), _stream(client, config), client.close)
+    except BaseException:
+        client.close()
+        raise
+
+
+async def aconnect(settings: Settings, model: str) -> Connection:
+    """:func:`connect` on the running event loop, with the asyncio clients."""
+    url, options = settings.url, settings.client_options()
+    if url.protocol == "http":
+        http = AsyncGenerateClient(url, model, **settings.http_options())
+        try:
+            config = await http.model_config()
+            backend = _backend(settings, config)
+        except BaseException:
+            await http.close()
+            raise
+        if config.decoupled:
+            return Connection(config, backend, http.stream, http.close)
+        await http.close()
+        client: Any = AsyncioModelClient(str(url), model, model_config=config, ensure_model_is_ready=False, **options)
+        return Connection(config, backend, _aone_response(client, config), client.close)
+    client = AsyncioDecoupledModelClient(str(url), model, **options)
+    try:
+        try:
+            config = await client.model_config
+        except IncompatibleModelError:
+            await client.close()
+            client = AsyncioModelClient(str(url), model, **options)
+            config = await client.model_config
+            return Connection(config, _backend(settings, config), _aone_response(client, config), client.close)
+        return Connection(config, _backend(settings, config), _stream(client, config), client.close)
+    except BaseException:
+        await client.close()
+        raise
+
+
+def _stream(client: DecoupledModelClient | AsyncioDecoupledModelClient, config: ModelConfig) -> Callable[..., Any]:
+    """A decoupled model's responses: the client's stream is both the iterator and the context manager."""
+    return lambda request: client.infer_sample(*request.args(config))
+
+
+def _one_response(client: ModelClient, config: ModelConfig) -> Callable[..., Any]:
+    @contextlib.contextmanager
+    def open_(request: TritonRequest) -> Iterator[Iterator[Any]]:
+        yield iter((client.infer_sample(*request.args(config)),))
+
+    return open_
+
+
+def _aone_response(client: AsyncioModelClient, config: ModelConfig) -> Callable[..., Any]:
+    @contextlib.asynccontextmanager
+    async def open_(request: TritonRequest) -> AsyncIterator[AsyncIterator[Any]]:
+        outputs = await client.infer_sample(*request.args(config))
+
+        async def one() -> AsyncIterator[Any]:
+            yield outputs
+
+        yield one()
+
+    return open_
+
+
+class Engine:
+    """The connections of one LangChain model instance: one :class:`Connection` per model name for the
+    sync methods, and one per model name and event loop for the async ones. Made on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._sync: dict[str, Connection] = {}
+        self._async: weakref.WeakKeyDictionary[Any, tuple[asyncio.Lock, dict[str, Connection]]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def connection(self, model: str) -> Connection:
+        with self._lock:
+            if model not in self._sync:
+                self._sync[model] = connect(self.settings, model)
+            return self._sync[model]
+
+    async def aconnection(self, model: str) -> Connection:
+        loop = asyncio.get_running_loop()
+        entry = self._async.get(loop)
+        if entry is None:
+            entry = self._async[loop] = (asyncio.Lock(), {})
+        lock, connections = entry
+        async with lock:
+            if model not in connections:
+                connections[model] = await aconnect(self.settings, model)
+            return connections[model]
+
+    def close(self) -> None:
+        """Close the sync connections."""
+        with self._lock:
+            connections, self._sync = list(self._sync.values()), {}
+        for connection in connections:
+            connection.close()
+
+    async def aclose(self) -> None:
+        """Close this event loop's connections, and the sync ones."""
+        entry = self._async.pop(asyncio.get_running_loop(), None)
+        for connection in entry[1].values() if entry else ():
+            await connection.close()
+        self.close()
+
+
+class Retry:
+    """When to retry: a failure that never reached the server (``error.retryable``: connection refused,
+    DNS) before any response came, at most ``max_retries`` times, waiting 0.5 s, 1 s, 2 s... (at most 8 s)."""
+
+    def __init__(self, max_retries: int) -> None:
+        self._left = max_retries
+        self._delay = RETRY_BACKOFF_S
+
+    def delay(self, error: XclientError, generation: Generation | None) -> float:
+        """The wait before the next attempt; raises ``error`` when it must not be retried."""
+        if not error.retryable or self._left <= 0:
+            raise error
+        if generation is not None and generation.received:
+            raise error
+        self._left -= 1
+        delay, self._delay = self._delay, min(self._delay * 2, RETRY_MAX_DELAY_S)
+        return delay
+
+
+def start(connection: Connection, call: Call) -> tuple[Generation, TritonRequest]:
+    """The request for ``call`` and the :class:`Generation` that reads its responses."""
+    request = connection.backend.request(call.prompt, call.sampling, stream=call.stream)
+    decoder = TextDecoder(stop=call.sampling.stop, cumulative=request.cumulative, echo=request.echo)
+    return Generation(decoder, connection.backend.read, call.model), request
+
+
+def run(engine: Engine, call: Call) -> Iterator[str | Ending]:
+    """The text of one generation as it comes (blocking), then its :class:`Ending`."""
+    retry = Retry(engine.settings.max_retries)
+    while True:
+        generation = None
+        try:
+            connection = engine.connection(call.model)
+            generation, request = start(connection, call)
+            with connection.open(request) as responses:
+                for outputs in responses:
+                    if text := generation.feed(outputs):
+                        yield text
+                    if generation.stopped:
+                        break  # leaving the block cancels the request on the server
+            yield generation.finish()
+            return
+        except XclientError as error:
+            time.sleep(retry.delay(error, generation))
+
+
+async def arun(engine: Engine, call: Call) -> AsyncIterator[str | Ending]:
+    """:func:`run` on the running event loop."""
+    retry = Retry(engine.settings.max_retries)
+    while True:
+        generation = None
+        try:
+            connection = await engine.aconnection(call.model)
+            generation, request = start(connection, call)
+            async with connection.open(request) as responses:
+                async for outputs in responses:
+                    if text := generation.feed(outputs):
+                        yield text
+                    if generation.stopped:
+                        break
+            yield generation.finish()
+            return
+        except XclientError as error:
+            await asyncio.sleep(retry.delay(error, generation))

@@ -1,0 +1,6 @@
+# Slow vLLM stand-in (see config.pbtxt and Xclient/server/_demo_llm.py).
+from Xclient.server._demo_llm import VllmStandIn
+
+
+class TritonPythonModel(VllmStandIn):
+    pass
