@@ -84,3 +84,25 @@ def test_plain_script_from_the_readme_starts_the_server_and_runs_a_model():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "HELLO, TRITON" in result.stdout and "你好" in result.stdout
+
+
+def test_kill_and_stop_leave_no_stub_process_behind():
+    from Xclient.server._local import _children
+
+    server = LocalTritonServer(model_repository=ROOT / "tests" / "models", models=["text_stream", "slow"])
+    server.start()
+    stubs = _children(server.pid)
+    assert len(stubs) >= 2  # one Python-backend stub per model instance
+    server.kill()
+    server.start()
+    restarted = _children(server.pid)
+    server.stop()
+    for pid in stubs + restarted:
+        assert not pathlib.Path(f"/proc/{pid}").exists() or "zombie" in _state(pid)
+
+
+def _state(pid: int) -> str:
+    try:
+        return {"Z": "zombie"}.get(pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0], "alive")
+    except OSError:
+        return "gone"

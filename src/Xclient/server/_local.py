@@ -69,6 +69,22 @@ def _environment(libs: pathlib.Path) -> dict[str, str]:
     return env
 
 
+def _children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (the server's Python-backend stubs), from /proc."""
+    children = []
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+    return children
+
+
+def _kill_all(pids: Iterable[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(Exception):  # best effort: not on Linux, no libc
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -203,8 +219,10 @@ class LocalTritonServer:
         """Kill the server process at once (SIGKILL), as a crash would; :meth:`start` brings it back."""
         with self._lock:
             if self._process is not None and self._process.poll() is None:
+                stubs = _children(self._process.pid)
                 self._process.kill()
                 self._process.wait()
+                _kill_all(stubs)
             self._cleanup_shared_memory()
 
     def stop(self) -> None:
@@ -352,12 +370,15 @@ class LocalTritonServer:
     def _stop_process(self) -> None:
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
+            stubs = _children(process.pid)
             process.terminate()
             try:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            # A Python-backend stub stuck in a model's execute() can outlive its server: not ours.
+            _kill_all(stubs)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

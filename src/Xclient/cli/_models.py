@@ -1,0 +1,198 @@
+"""``xclient models list|config|load|unload|stats`` and ``xclient health``: the server's models and state,
+through :class:`~Xclient.client.ServerClient`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ._app import EXIT_ERROR, Commands, Context, Handler
+from ._inputs import json_or_file
+from ._output import Console
+
+
+def add_commands(commands: Commands) -> None:
+    commands.add(
+        "health",
+        _health,
+        help="is the server live and ready; its name, version and extensions",
+        examples=["xclient health", "xclient health --url grpc://gpu-box:8001 --json"],
+        json="{url, live, ready, metadata}",
+    )
+    models = commands.group(
+        "models",
+        help="list the server's models and manage them (load, unload, config, statistics)",
+        examples=["xclient models list", "xclient models config bge-m3-v --json", "xclient models unload text"],
+    )
+    parsers = {
+        name: models.add(name, handler, help=help, examples=examples, json=json)
+        for name, handler, help, examples, json in _MODEL_COMMANDS
+    }
+    parsers["config"].add_argument("name", metavar="NAME")
+    _add_version(parsers["config"])
+    parsers["load"].add_argument("name", metavar="NAME")
+    parsers["load"].add_argument("--config", metavar="JSON_OR_FILE", help="Triton's JSON model config or its file")
+    parsers["unload"].add_argument("name", metavar="NAME")
+    parsers["unload"].add_argument("--dependents", action="store_true", help="also unload the models it depends on")
+    parsers["stats"].add_argument("name", nargs="?", metavar="NAME", help="default: every model")
+    _add_version(parsers["stats"])
+
+
+def _add_version(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-version", metavar="VERSION", help="default: the server's choice")
+
+
+def _health(ctx: Context) -> int:
+    with ctx.connection.server() as server:
+        live, ready = server.is_live(), server.is_ready()
+        metadata = server.metadata()
+    console = ctx.console
+    if ctx.args.json:
+        console.json({"url": ctx.connection.url, "live": live, "ready": ready, "metadata": metadata})
+    else:
+        console.table(
+            None,
+            [
+                ["url", ctx.connection.url],
+                ["live", _yes(console, live)],
+                ["ready", _yes(console, ready)],
+                ["server", f"{metadata.get('name', '?')} {metadata.get('version', '')}".strip()],
+                ["extensions", ", ".join(metadata.get("extensions", []))],
+            ],
+        )
+    return 0 if live and ready else EXIT_ERROR
+
+
+def _yes(console: Console, value: bool) -> str:
+    return console.style("yes", "green") if value else console.style("no", "red")
+
+
+def _list(ctx: Context) -> None:
+    with ctx.connection.server() as server:
+        models = server.models()
+    if ctx.args.json:
+        ctx.console.json([dataclasses.asdict(m) for m in models])
+        return
+    console = ctx.console
+    rows = [[m.name, m.version or "-", _state(console, m.state), m.reason] for m in models]
+    console.table(["model", "version", "state", "reason"], rows)
+
+
+def _state(console: Console, state: str) -> str:
+    return console.style(state or "-", "green" if state == "READY" else "yellow")
+
+
+def _config(ctx: Context) -> None:
+    with ctx.connection.server() as server:
+        config = server.model_config(ctx.args.name, ctx.args.model_version)
+    console = ctx.console
+    if ctx.args.json:
+        console.json(config.raw)
+        return
+    raw = config.raw
+    batching = f"max_batch_size {config.max_batch_size}" if config.batching else "no batching"
+    if "dynamic_batching" in raw:
+        batching += ", dynamic batching"
+    instances = ", ".join(
+        f"{g.get('count', 1)} x {str(g.get('kind', '')).removeprefix('KIND_')}" for g in raw.get("instance_group", [])
+    )
+    console.print(console.style(config.name, "bold") + f"  (backend {config.backend or '?'})")
+    console.print(
+        f"  {batching}; {'decoupled (streams responses)' if config.decoupled else 'one response per request'}"
+    )
+    if instances:
+        console.print(f"  instances: {instances}")
+    for title, specs in (("inputs", config.inputs), ("outputs", config.outputs)):
+        console.print()
+        rows = [[s.name, s.triton_dtype, str(list(s.shape)), "optional" if s.optional else ""] for s in specs]
+        console.table([title, "dtype", "dims", ""], rows)
+
+
+def _load(ctx: Context) -> None:
+    config = None if ctx.args.config is None else json_or_file(ctx.args.config, "--config")
+    with ctx.connection.server() as server:
+        server.load_model(ctx.args.name, config)
+    ctx.console.print(f"loaded {ctx.args.name}")
+
+
+def _unload(ctx: Context) -> None:
+    with ctx.connection.server() as server:
+        server.unload_model(ctx.args.name, unload_dependents=ctx.args.dependents)
+    ctx.console.print(f"unloaded {ctx.args.name}")
+
+
+def _stats(ctx: Context) -> None:
+    with ctx.connection.server() as server:
+        stats = server.statistics(ctx.args.name, ctx.args.model_version)
+    if ctx.args.json:
+        ctx.console.json(stats)
+        return
+    headers = ["model", "version", "inferences", "executions", "ok", "failed", "queue ms", "compute ms", "total ms"]
+    ctx.console.table(headers, [_stats_row(entry) for entry in stats])
+
+
+def _stats_row(entry: Mapping[str, Any]) -> Sequence[str]:
+    """One model's counts and mean latencies (Triton's durations are cumulative nanoseconds)."""
+    stats = entry.get("inference_stats", {})
+
+    def count(name: str) -> int:
+        return int(stats.get(name, {}).get("count", 0))
+
+    def mean_ms(*names: str) -> str:
+        total = sum(int(stats.get(n, {}).get("ns", 0)) for n in names)
+        calls = count(names[0])
+        return f"{total / calls / 1e6:.2f}" if calls else "-"
+
+    return [
+        str(entry.get("name", "")),
+        str(entry.get("version", "")),
+        str(int(entry.get("inference_count", 0))),
+        str(int(entry.get("execution_count", 0))),
+        str(count("success")),
+        str(count("fail")),
+        mean_ms("queue"),
+        mean_ms("compute_input", "compute_infer", "compute_output"),
+        mean_ms("success"),
+    ]
+
+
+#: ``xclient models ...``: name, handler, help, examples, what --json prints (None: no --json).
+_MODEL_COMMANDS: Sequence[tuple[str, Handler, str, list[str], str | None]] = (
+    (
+        "list",
+        _list,
+        "every model in the repository, with its versions and state",
+        ["xclient models list", "xclient models list --json | jq -r '.[].name'"],
+        "a JSON array of {name, version, state, reason}",
+    ),
+    (
+        "config",
+        _config,
+        "a model's config: inputs, outputs, batching",
+        ["xclient models config text", "xclient models config text --json > text.json"],
+        "Triton's JSON model config",
+    ),
+    (
+        "load",
+        _load,
+        "load (or reload) a model, optionally with a config that overrides its config.pbtxt",
+        ["xclient models load text", "xclient models load text --config text.json"],
+        None,
+    ),
+    (
+        "unload",
+        _unload,
+        "unload a model (and wait until it is gone)",
+        ["xclient models unload text", "xclient models unload ensemble --dependents"],
+        None,
+    ),
+    (
+        "stats",
+        _stats,
+        "inference statistics of a model (or of all): counts and mean latencies",
+        ["xclient models stats text", "xclient models stats --json"],
+        "Triton's statistics as a JSON array",
+    ),
+)
