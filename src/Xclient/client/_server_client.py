@@ -93,11 +93,11 @@ class _ServerOperations(BaseClient):
                 f"config: expected a dict (Triton's JSON model config) or a JSON str, got {config!r}"
             )
         text = json.dumps(config, ensure_ascii=False) if isinstance(config, Mapping) else config
-        return self._one("load_model", (_name(name), text), "loading the model", self._load_timeout_s)
+        return self._one("load_model", (_name(name), text), "loading", self._load_timeout_s)
 
     def _unload(self, name: str, unload_dependents: bool, wait: bool) -> Flow:
         yield from self._one(
-            "unload_model", (_name(name), unload_dependents), f"unloading {name!r}", self._load_timeout_s
+            "unload_model", (_name(name), unload_dependents), "unloading", self._load_timeout_s
         )
         # Triton answers before the model is gone; with wait, poll until it is no longer ready.
         deadline = time.monotonic() + self._load_timeout_s
