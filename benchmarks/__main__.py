@@ -1,0 +1,5 @@
+"""``python -m benchmarks``."""
+
+from .run import main
+
+raise SystemExit(main())

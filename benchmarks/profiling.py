@@ -1,0 +1,257 @@
+"""``python -m benchmarks --profile``: where each client's own time goes, with the network taken out.
+
+Each client's ``tritonclient`` client is replaced by a stub that answers at once with a real,
+cached ``InferResult``: what is left is the client's own Python per request (building the request,
+checking it, decoding the answer, its own machinery), free of server and network noise. Measured
+as the best of several repeats of many calls, for raw ``tritonclient``, PyTriton and Xclient, sync
+and asyncio, on both protocols; then Xclient's stubbed paths run under cProfile and the listings are
+written next to the results (``profile-*.txt``).
+
+The stubs reach into private attributes (Xclient's transports, PyTriton's ``_infer_client``): this
+is a diagnostic for the library's developers, not part of the benchmark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import io
+import pathlib
+import pstats
+import timeit
+from collections.abc import Callable
+from typing import Any
+
+from . import _clients as c
+from . import _harness as h
+
+CALLS = 2000
+REPEATS = 15
+SKETCH = "Xclient coding, no flow (sketch of the fix)"
+
+
+class _Stub:
+    """A ``tritonclient`` client that answers every ``infer`` at once with ``result``."""
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+
+    def infer(self, *args: Any, **kwargs: Any) -> Any:
+        return self.result
+
+    def close(self) -> None:
+        pass
+
+
+class _AsyncStub(_Stub):
+    async def infer(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        return self.result
+
+    async def close(self) -> None:  # type: ignore[override]
+        pass
+
+
+def repeated(call: Callable[[], Any]) -> Callable[[], Any]:
+    """``CALLS`` calls of ``call``."""
+
+    def calls() -> None:
+        for _ in range(CALLS):
+            call()
+
+    return calls
+
+
+def interleaved_best_us(paths: dict[str, Callable[[], Any]]) -> dict[str, float]:
+    """Microseconds per call of each path: the best of ``REPEATS`` rounds of ``CALLS`` calls, the
+    paths taking turns (order rotated each round) like the benchmark's contenders."""
+    best = dict.fromkeys(paths, float("inf"))
+    names = list(paths)
+    for index in range(REPEATS):
+        for name in names[index % len(names) :] + names[: index % len(names)]:
+            seconds = timeit.timeit(paths[name], number=1)
+            best[name] = min(best[name], seconds / CALLS * 1e6)
+    return best
+
+
+def sketch(protocol: str, config: Any, stub: Any, awaited: bool) -> Callable[[], Any]:
+    """Xclient's own coding (the same checks and decoding) around a direct ``tritonclient`` call, with no
+    flow machinery: what ``infer_sample`` could cost once the config is known. The deadline goes to
+    tritonclient on gRPC (``client_timeout``, a gRPC deadline) and to ``asyncio.timeout`` for asyncio HTTP,
+    instead of ``asyncio.wait_for``."""
+    from Xclient.client._coding import finish_response, prepare_request
+    from Xclient.client._transport import _http_outputs, _infer_inputs, grpc_outputs
+
+    module = c.tritonclient_module(protocol)
+    outputs = grpc_outputs if protocol == "grpc" else _http_outputs
+    kwargs: dict[str, Any] = {"headers": None, "model_version": "", "parameters": None}
+    if protocol == "grpc":
+        kwargs["client_timeout"] = 60.0
+
+    def sync_call() -> Any:
+        request = prepare_request(config, (c.SAMPLE,), {}, batch=False)
+        return finish_response(
+            outputs(stub.infer(c.ECHO_MODEL, _infer_inputs(module.InferInput, request.inputs), **kwargs)), request
+        )
+
+    async def async_call() -> Any:
+        request = prepare_request(config, (c.SAMPLE,), {}, batch=False)
+        call = stub.infer(c.ECHO_MODEL, _infer_inputs(module.InferInput, request.inputs), **kwargs)
+        if protocol == "grpc":
+            return finish_response(outputs(await call), request)
+        if not hasattr(asyncio, "timeout"):  # Python 3.10
+            return finish_response(outputs(await asyncio.wait_for(call, 60.0)), request)
+        async with asyncio.timeout(60.0):
+            return finish_response(outputs(await call), request)
+
+    return async_call if awaited else sync_call
+
+
+def sync_paths(protocol: str, url: str) -> dict[str, Callable[[], Any]]:
+    """One stubbed call per library, sync clients (clients warmed up with one real request first)."""
+    from pytriton.client import ModelClient as PyTritonModelClient
+
+    from Xclient.client import ModelClient
+
+    raw = c.raw_sync_client(protocol, url)
+    stub = _Stub(raw.infer(c.ECHO_MODEL, c.raw_echo_inputs(c.tritonclient_module(protocol))))
+    pytriton = PyTritonModelClient(url, c.ECHO_MODEL)
+    pytriton.infer_sample(c.SAMPLE)
+    pytriton._infer_client = stub
+    xclient = ModelClient(url, c.ECHO_MODEL)
+    xclient.infer_sample(c.SAMPLE)
+    xclient._transport()._client = lambda timeout_s: stub  # type: ignore[method-assign]
+    raw.close()
+    return {
+        "raw tritonclient": c.raw_echo(protocol, stub),
+        "PyTriton ModelClient": lambda: pytriton.infer_sample(c.SAMPLE),
+        "Xclient ModelClient": lambda: xclient.infer_sample(c.SAMPLE),
+        SKETCH: sketch(protocol, xclient.model_config, stub, awaited=False),
+    }
+
+
+def async_paths(protocol: str, url: str, loop: asyncio.AbstractEventLoop) -> dict[str, Callable[[], Any]]:
+    """The same for the asyncio clients: each entry runs one call to completion on ``loop``."""
+    from pytriton.client import AsyncioModelClient as PyTritonAsyncio
+
+    from Xclient.client import AsyncioModelClient
+
+    async def make() -> dict[str, Callable[[], Any]]:
+        raw = c.raw_aio_client(protocol, url)
+        stub = _AsyncStub(await raw.infer(c.ECHO_MODEL, c.raw_echo_inputs(c.tritonclient_module(protocol))))
+        await raw.close()
+        pytriton = PyTritonAsyncio(url, c.ECHO_MODEL)
+        await pytriton.infer_sample(c.SAMPLE)
+        await pytriton._infer_client.close()
+        pytriton._infer_client = stub
+        xclient = AsyncioModelClient(url, c.ECHO_MODEL)
+        await xclient.infer_sample(c.SAMPLE)
+        transport = xclient._transport()
+        await transport.close()
+        transport._aio = stub
+        return {
+            "raw tritonclient aio": c.raw_aio_echo(protocol, stub),
+            "PyTriton AsyncioModelClient": lambda: pytriton.infer_sample(c.SAMPLE),
+            "Xclient AsyncioModelClient": lambda: xclient.infer_sample(c.SAMPLE),
+            "raw + asyncio.wait_for": lambda: asyncio.wait_for(c.raw_aio_echo(protocol, stub)(), 60.0),
+            SKETCH: sketch(protocol, await xclient.model_config, stub, awaited=True),
+        }
+
+    calls = loop.run_until_complete(make())
+
+    def on_loop(call: Callable[[], Any]) -> Callable[[], Any]:
+        """``CALLS`` awaited calls inside one ``run_until_complete`` (the loop's own start-up left out)."""
+
+        async def calls() -> None:
+            for _ in range(CALLS):
+                await call()
+
+        return lambda: loop.run_until_complete(calls())
+
+    return {name: on_loop(call) for name, call in calls.items()}
+
+
+def cprofile_listing(calls: Callable[[], Any], repeats: int = 5) -> str:
+    """cProfile of ``repeats`` x ``CALLS`` calls: the 30 functions with the most own time."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(repeats):
+        calls()
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(30)
+    return out.getvalue()
+
+
+def stream_listings(url: str, streams: int = 200) -> dict[str, str]:
+    """cProfile of Xclient's decoupled clients over ``streams`` real streams of 100 responses each
+    (nothing stubbed: the gRPC call, its reads and the sync client's thread hop are the point)."""
+    from Xclient.client import AsyncioDecoupledModelClient, DecoupledModelClient
+
+    async def async_streams() -> None:
+        client = AsyncioDecoupledModelClient(url, c.STREAM_MODEL)
+        try:
+            for _ in range(streams):
+                async for _ in client.infer_sample(c.STREAM_SAMPLE):
+                    pass
+        finally:
+            await client.close()
+
+    def sync_streams() -> None:
+        with DecoupledModelClient(url, c.STREAM_MODEL) as client:
+            for _ in range(streams):
+                for _ in client.infer_sample(c.STREAM_SAMPLE):
+                    pass
+
+    return {
+        "asyncio-stream": cprofile_listing(lambda: asyncio.run(async_streams()), repeats=1),
+        "sync-stream": cprofile_listing(sync_streams, repeats=1),
+    }
+
+
+def run(urls: dict[str, str], out: pathlib.Path) -> list[h.Table]:
+    table = h.Table(
+        f"Client-side Python per request, network stubbed (microseconds, best of {REPEATS} x {CALLS:,} calls)",
+        ["protocol", "path", "client", "us/request", "x raw", "over raw (us)"],
+        notes=[
+            "The tritonclient client inside each library is replaced by a stub answering at once with a real, "
+            "cached InferResult; the raw row builds its InferInput and reads as_numpy like the benchmark's floor. "
+            "asyncio rows: the calls awaited one after another in one coroutine on one event loop.",
+            "'raw + asyncio.wait_for' is the raw asyncio call wrapped as Xclient's AsyncTransport wraps each call.",
+            f"'{SKETCH}': Xclient's own request coding and response decoding (prepare_request, _infer_inputs, "
+            "the outputs, finish_response) around a direct tritonclient call, the deadline given to tritonclient "
+            "(gRPC) or asyncio.timeout (asyncio HTTP): what infer_sample could cost without the flow machinery.",
+        ],
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    loop = asyncio.new_event_loop()
+    try:
+        for protocol, url in urls.items():
+            sync = {name: repeated(call) for name, call in sync_paths(protocol, url).items()}
+            for path, calls in (("sync", sync), ("asyncio", async_paths(protocol, url, loop))):
+                timings = interleaved_best_us(calls)
+                floor = next(iter(timings.values()))
+                for name, us in timings.items():
+                    table.add(
+                        {
+                            "protocol": protocol,
+                            "path": path,
+                            "client": name,
+                            "us/request": h.fmt(us, 1),
+                            "x raw": h.fmt_ratio(us / floor),
+                            "over raw (us)": h.fmt(us - floor, 1),
+                        },
+                        protocol=protocol,
+                        path=path,
+                        client=name,
+                        us_per_request=us,
+                    )
+                xclient = next(call for name, call in calls.items() if name.startswith("Xclient"))
+                listing = out / f"profile-{path}-{protocol}.txt"
+                listing.write_text(cprofile_listing(xclient))
+                table.notes.append(f"cProfile of Xclient's stubbed {path} path over {protocol}: {listing.name}")
+    finally:
+        loop.close()
+    for name, listing in stream_listings(urls["grpc"]).items():
+        (out / f"profile-{name}-grpc.txt").write_text(listing)
+        table.notes.append(f"cProfile of 200 real streams of 100 responses, Xclient's {name}: profile-{name}-grpc.txt")
+    return [table]
