@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 
 import pytest
 
@@ -12,6 +13,7 @@ from Xclient.exceptions import AccessDeniedError, XclientError
 from Xclient.server import DEMO_MODELS, LocalTritonServer
 
 from .conftest import MODELS
+from .drivers import STREAMING, Driver, every_client
 
 KEY = "sk-test-0123456789abcdef"  # noqa: S105
 
@@ -19,7 +21,8 @@ KEY = "sk-test-0123456789abcdef"  # noqa: S105
 @pytest.fixture(scope="module")
 def secured_server():
     # Triton itself enforces the key (its restricted-API settings), on both protocols.
-    with LocalTritonServer(model_repository=[MODELS, DEMO_MODELS], models=["text"], api_key=KEY) as server:
+    models = ["text", "text_stream"]
+    with LocalTritonServer(model_repository=[MODELS, DEMO_MODELS], models=models, api_key=KEY) as server:
         assert KEY not in repr(server)
         yield server
 
@@ -81,3 +84,37 @@ def test_model_management_needs_the_key_too(secured_url):
         assert server.is_ready()  # health stays open: readiness probes need no key
     with ServerClient(secured_url) as server, pytest.raises(AccessDeniedError):
         server.models()
+
+
+@every_client
+def test_no_client_shows_its_key_in_repr_errors_tracebacks_or_logs(secured_server, kind, protocol, caplog):
+    caplog.set_level(logging.DEBUG)
+    url = secured_server.url(protocol)
+    model = "text_stream" if kind in STREAMING else "text"
+    wrong = "sk-wrong-key-9876543210"  # noqa: S105 - a key the server refuses is a secret too
+    shown: list[str] = []
+    keyed = Driver(kind, url, model, api_key=KEY, headers={"x-trace": "1"})
+    shown.append(repr(keyed.client))
+    assert keyed.infer("钥匙")  # the key works
+    for driver in (Driver(kind, url, "no_such_model", api_key=KEY), Driver(kind, url, model, api_key=wrong)):
+        shown.append(repr(driver.client))
+        with pytest.raises(XclientError) as info:
+            driver.infer("钥匙")
+        error = info.value
+        shown += [str(error), repr(error), error.server_message or "", "".join(traceback.format_exception(error))]
+        driver.close()
+    keyed.close()
+    shown.append(caplog.text)
+    assert isinstance(error, AccessDeniedError)  # the wrong key was sent, and refused
+    for text in shown:
+        assert KEY not in text and wrong not in text and "0123456789abcdef" not in text
+
+
+def test_server_client_does_not_show_its_key_in_repr_or_errors(secured_url):
+    from Xclient.client import ServerClient
+
+    with ServerClient(secured_url, api_key=KEY) as server:
+        assert KEY not in repr(server)
+        with pytest.raises(XclientError) as info:
+            server.model_config("no_such_model")
+    assert KEY not in "".join(traceback.format_exception(info.value))

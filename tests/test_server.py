@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import os
 import pathlib
 import subprocess
 import sys
@@ -23,6 +26,28 @@ def test_server_listens_on_loopback_by_default(triton_server):
     assert "--http-address=127.0.0.1" in triton_server._command()
     assert "--grpc-address=127.0.0.1" in triton_server._command()
     assert triton_server.is_alive() and "running" in repr(triton_server)
+
+
+def test_server_sockets_listen_on_loopback_only(triton_server):
+    # What the kernel says, not what the command line asks: the server's listening TCP sockets.
+    inodes = set()
+    for fd in pathlib.Path(f"/proc/{triton_server.pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in pathlib.Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and inode in inodes:  # LISTEN
+                host, port = address.split(":")
+                raw = bytes.fromhex(host)  # 32-bit words in host (little-endian) order
+                ip = ipaddress.ip_address(b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4)))
+                ip = getattr(ip, "ipv4_mapped", None) or ip  # gRPC listens on ::ffff:127.0.0.1
+                listening.add((str(ip), int(port, 16)))
+    assert listening == {("127.0.0.1", triton_server.http_port), ("127.0.0.1", triton_server.grpc_port)}
 
 
 def test_bound_python_function_is_served_on_both_protocols(triton_server):

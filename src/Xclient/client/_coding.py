@@ -181,7 +181,7 @@ def _lossless_cast(config: ModelConfig, spec: TensorSpec, array: np.ndarray) -> 
 def _to_bytes(config: ModelConfig, spec: TensorSpec, value: Any) -> np.ndarray:
     """Text for a BYTES input: ``str`` becomes UTF-8; every element must be ``str`` or ``bytes``."""
     if isinstance(value, (str, bytes)):
-        return np.array(value.encode() if isinstance(value, str) else value, dtype=_OBJECT)
+        return np.array(_utf8(config, spec, value, ()) if isinstance(value, str) else value, dtype=_OBJECT)
     if isinstance(value, np.ndarray):
         if value.dtype.kind == "S":
             return value.astype(_OBJECT)
@@ -199,7 +199,7 @@ def _to_bytes(config: ModelConfig, spec: TensorSpec, value: Any) -> np.ndarray:
         if isinstance(item, bytes):
             flat_out[index] = item
         elif isinstance(item, str):
-            flat_out[index] = item.encode("utf-8")
+            flat_out[index] = _utf8(config, spec, item, np.unravel_index(index, source.shape) if source.ndim else ())
         else:
             where = np.unravel_index(index, source.shape) if source.ndim else ()
             raise _error(
@@ -209,6 +209,17 @@ def _to_bytes(config: ModelConfig, spec: TensorSpec, value: Any) -> np.ndarray:
                 f"{type(item).__name__} {_short(item)} at {list(where)}",
             )
     return out
+
+
+def _utf8(config: ModelConfig, spec: TensorSpec, text: str, where: tuple[Any, ...]) -> bytes:
+    """``text`` in UTF-8; a str that has none (a lone surrogate, as from undecodable bytes) is refused."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        at = f" at {[int(i) for i in where]}" if where else ""
+        raise _error(
+            config, spec, "text that UTF-8 can encode (or bytes)", f"str {_short(text)}{at} ({e.reason})"
+        ) from None
 
 
 def _check_shape(config: ModelConfig, spec: TensorSpec, array: np.ndarray, *, batch: bool) -> np.ndarray:

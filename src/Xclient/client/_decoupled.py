@@ -64,7 +64,9 @@ class _Stream:
     ``inference_timeout_s``. The stream ends after the response flagged final (its outputs are
     delivered unless it is empty), on a server error (raised after what came before), or on
     :meth:`close`; whenever it ends early, its gRPC call is cancelled, which cancels the request
-    on the server.
+    on the server. A request that failed before its first response, without reaching the server
+    (connection refused), is sent again as the client's ``retries`` and ``retry_backoff_s`` allow;
+    once a response has been delivered, never.
     """
 
     def __init__(
@@ -76,6 +78,8 @@ class _Stream:
         self._call: Any = None
         self._request: PreparedRequest | None = None
         self._finished = False
+        self._responded = False  # a response came: the request is never sent again
+        self._retries = 0
 
     async def next(self) -> Outputs | None:
         """The outputs of the next response, or None once the stream has ended."""
@@ -85,9 +89,15 @@ class _Stream:
                 if self._call is None:
                     await self._start()  # may find the stream closed meanwhile: the loop checks
                     continue
-                response = await self._read()
+                try:
+                    response = await self._read()
+                except XclientError as error:
+                    if await self._retried(error):
+                        continue
+                    raise
                 if response is None:
                     break
+                self._responded = True
                 if response.error_message:
                     raise self._client._infer_failed(_server_exception(response.error_message))
                 outputs = _response_outputs(response.infer_response)
@@ -97,16 +107,34 @@ class _Stream:
                 if outputs or not final:
                     assert self._request is not None
                     return finish_response(outputs, self._request)
+        except XclientError as error:
+            self._client._forget_config(error)  # the model went away: its config may change
+            self.close()
+            raise
         except BaseException:
             self.close()
             raise
-        self._finished = True
+        self.close()  # ended: nothing to cancel, but the call is let go
         return None
 
+    async def _retried(self, error: XclientError) -> bool:
+        """Send the request again after the client's backoff when it failed before its first response
+        and never reached the server (``error.retryable``), up to the client's ``retries``."""
+        client = self._client
+        if self._responded or not error.retryable or self._retries >= client._retries:
+            return False
+        self._retries += 1
+        self._call = None
+        await asyncio.sleep(client._retry_backoff_s * 2 ** (self._retries - 1))
+        return True
+
     def close(self) -> None:
-        """End the stream; a request still running is cancelled (its gRPC call). Loop thread only."""
+        """End the stream; a request still running is cancelled (its gRPC call). Loop thread only.
+
+        The call is let go: a stream object that outlives its end (kept by the caller, or by the
+        traceback of its error) must not keep the client's channel alive after the client is closed."""
         self._finished = True
-        call = self._call
+        call, self._call = self._call, None
         if call is not None and not call.done():
             call.cancel()
 
@@ -145,15 +173,17 @@ class _Stream:
                 return None
             raise
         except (TimeoutError, asyncio.TimeoutError):
-            raise self._client._infer_failed(
-                TimeoutError("waiting for the next response; the request was cancelled")
-            ) from None
+            error = self._client._infer_failed(TimeoutError("waiting for the next response; the request was cancelled"))
         except Exception as e:  # noqa: BLE001 - translated into the Xclient error tree
             self._client._check_open()
             if isinstance(e, grpc.aio.AioRpcError):
                 e = _server_exception(e.details() or "", e)
-            raise self._client._infer_failed(e) from None
-        return None if response is grpc.aio.EOF else response
+            error = self._client._infer_failed(e)
+        else:
+            return None if response is grpc.aio.EOF else response
+        # Raised outside the handlers, so that it has no __context__: grpc's exception would keep the call's
+        # frames, hence the call and the client's channel, alive as long as the caller keeps this error.
+        raise error
 
 
 def build_infer_request(

@@ -96,9 +96,7 @@ class _ServerOperations(BaseClient):
         return self._one("load_model", (_name(name), text), "loading", self._load_timeout_s)
 
     def _unload(self, name: str, unload_dependents: bool, wait: bool) -> Flow:
-        yield from self._one(
-            "unload_model", (_name(name), unload_dependents), "unloading", self._load_timeout_s
-        )
+        yield from self._one("unload_model", (_name(name), unload_dependents), "unloading", self._load_timeout_s)
         # Triton answers before the model is gone; with wait, poll until it is no longer ready.
         deadline = time.monotonic() + self._load_timeout_s
         while wait and (yield from self._model_ready(name, None)):

@@ -89,7 +89,7 @@ def translate_error(exc: BaseException, ctx: CallContext, action: str, timeout_s
                 model=model,
                 status=status,
                 server_message=server_message,
-                retryable=_looks_like_connection_failure(lowered),
+                retryable=_never_reached_the_server(lowered),
             )
         if status in _NOT_FOUND_STATUSES or (status in (None, "400") and "unknown model" in lowered):
             return ModelUnavailableError(
@@ -109,17 +109,53 @@ def translate_error(exc: BaseException, ctx: CallContext, action: str, timeout_s
         return XclientTimeoutError(f"{action} for {where} timed out after {timeout_s} s ({message})", model=model)
     if isinstance(exc, (ConnectionError, socket.gaierror, ssl.SSLError, OSError)):
         # Refused or unresolvable: nothing reached the server, so a retry is safe.
-        never_sent = isinstance(exc, (ConnectionRefusedError, socket.gaierror)) or _looks_like_connection_failure(
-            message.lower()
+        never_sent = not isinstance(exc, ssl.SSLError) and (
+            isinstance(exc, (ConnectionRefusedError, socket.gaierror)) or _never_reached_the_server(message.lower())
         )
         return ServerUnavailableError(
             f"Cannot reach {ctx.url} ({action} for {where}): {message}", model=model, retryable=never_sent
         )
+    if _connection_lost(exc):
+        # The connection closed under a request in flight (the server died or dropped it): the
+        # request may have reached the server, so it is not retryable.
+        return ServerUnavailableError(
+            f"Lost the connection to {ctx.url} ({action} for {where}): {message}", model=model
+        )
     return InferenceServerError(f"{action} for {where} failed: {message}", model=model)
 
 
+#: How both protocols say that no connection could be made: refused, or the name did not resolve.
+_CONNECTION_FAILURES = (
+    "failed to connect",
+    "connection refused",
+    "connect failed",
+    "cannot connect",
+    "errors resolving",  # gRPC, a name that does not resolve
+    "dns resolution failed",
+)
+
+
 def _looks_like_connection_failure(lowered: str) -> bool:
-    return any(m in lowered for m in ("failed to connect", "connection refused", "connect failed", "cannot connect"))
+    return any(m in lowered for m in _CONNECTION_FAILURES)
+
+
+#: TLS failures happen before a request is sent, but sending it again cannot fix a certificate.
+_TLS_FAILURES = ("certificate", "handshake", "ssl_error", "sslerror", "[ssl")
+
+
+def _never_reached_the_server(lowered: str) -> bool:
+    """A connection that could not be made (refused, unresolvable), so a retry is safe and may succeed."""
+    return _looks_like_connection_failure(lowered) and not any(m in lowered for m in _TLS_FAILURES)
+
+
+#: What the HTTP clients raise when the connection closes under a request: geventhttpclient's
+#: ``HTTPConnectionClosed``, aiohttp's ``ServerDisconnectedError`` (a ``ClientConnectionError``; those
+#: that are ``OSError``s are handled as such).
+_CONNECTION_LOST = ("HTTPConnectionClosed", "ClientConnectionError")
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    return any(cls.__name__ in _CONNECTION_LOST for cls in type(exc).__mro__)
 
 
 def _output_arrays(result: Any, names: list[str]) -> dict[str, np.ndarray]:
@@ -290,9 +326,36 @@ class Transport:
         raise NotImplementedError
 
 
+_HUBS_LOCK = threading.Lock()
+#: The gevent hub of each thread but the main one that made an HTTP client (see :func:`_track_gevent_hub`).
+_THREAD_HUBS: dict[threading.Thread, Any] = {}
+
+
+def _track_gevent_hub(*, register: bool = True) -> None:
+    """Remember the calling thread's gevent hub (with ``register``), and destroy the hubs of threads
+    that have ended.
+
+    ``tritonclient.http`` runs on gevent, which gives every thread that uses it a hub of its own (an
+    epoll and an eventfd descriptor) and frees it only when told to: without this, every worker thread
+    of a :class:`~Xclient.client.FuturesModelClient` would leak two descriptors. gevent allows destroying
+    the hub of a thread that has ended from another thread."""
+    import gevent
+
+    current = threading.current_thread()
+    with _HUBS_LOCK:
+        ended = [thread for thread in _THREAD_HUBS if not thread.is_alive()]
+        hubs = [_THREAD_HUBS.pop(thread) for thread in ended]
+        if register and current is not threading.main_thread() and current not in _THREAD_HUBS:
+            _THREAD_HUBS[current] = gevent.get_hub()
+    for hub in hubs:
+        if hub.loop is not None:  # not destroyed yet
+            hub.destroy(destroy_loop=True)
+
+
 class HttpTransport(Transport):
     """``tritonclient.http`` clients are not thread-safe, so each thread gets its own; and since
-    their deadline is set per client, one per deadline value (flows use a handful)."""
+    their deadline is set per client, one per deadline value (flows use a handful). The clients (and
+    gevent hubs) of threads that have ended are closed when a client is next made, and by :meth:`close`."""
 
     def __init__(self, url: ServerUrl, tls: TlsOptions) -> None:
         super().__init__(url, tls)
@@ -324,6 +387,7 @@ class HttpTransport(Transport):
                 self._all.append((threading.current_thread(), client))
             for stale in ended:
                 stale.close()
+            _track_gevent_hub()
         return client
 
     def close(self) -> None:
@@ -331,6 +395,7 @@ class HttpTransport(Transport):
             clients, self._all = self._all, []
         for _, client in clients:
             client.close()
+        _track_gevent_hub(register=False)
 
 
 class GrpcTransport(Transport):

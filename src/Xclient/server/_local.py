@@ -9,7 +9,6 @@ fresh machine needs no manual step.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import pathlib
@@ -85,9 +84,16 @@ def _kill_all(pids: Iterable[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):  # best effort: not on Linux, no libc
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def _dying_with_parent(command: list[str]) -> list[str]:
+    """``command`` run so that it gets SIGKILL when the thread that starts it ends (PR_SET_PDEATHSIG), through
+    util-linux's ``setpriv`` when it is there (best effort).
+
+    Not with a ``preexec_fn``: that makes subprocess fork() where it would otherwise vfork(), and a fork in
+    a process that has gRPC clients runs gRPC's fork handlers, which restart gRPC's poller thread in the
+    child; closing the child's descriptors before exec then makes it abort (exit -6, "epoll_wait error:
+    Bad file descriptor" in the log) now and then, so that a restart fails."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *command] if setpriv else command
 
 
 class LocalTritonServer:
@@ -328,12 +334,11 @@ class LocalTritonServer:
             self._log_file = open(self._workspace / "tritonserver.log", "ab")  # noqa: SIM115 - kept open while running
         on_main_thread = threading.current_thread() is threading.main_thread()
         self._process = subprocess.Popen(
-            self._command(),
+            _dying_with_parent(self._command()) if on_main_thread else self._command(),  # the signal follows the thread
             env=_environment(libs),
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent if on_main_thread else None,  # the signal follows the thread
         )
 
     def _wait_until_ready(self) -> None:
