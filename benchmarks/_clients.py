@@ -19,7 +19,8 @@ import numpy as np
 MODELS = pathlib.Path(__file__).parent / "models"
 ECHO_MODEL = "bench_echo"
 STREAM_MODEL = "bench_stream"
-EMBED_MODEL = "bge-m3-v"
+EMBED_MODEL = "bench_embed"  # group 4's GPU-like stand-in for bge-m3
+MINILM_EMBED_MODEL = "bge-m3-v"  # the demo bge-m3 (real MiniLM on CPU), group 4's table for information
 LLM_MODEL = "Qwen2-0.5B-Instruct"
 UNKNOWN_MODEL = "no_such_model"
 

@@ -147,7 +147,7 @@ def async_paths(protocol: str, url: str, loop: asyncio.AbstractEventLoop) -> dic
         await xclient.infer_sample(c.SAMPLE)
         transport = xclient._transport()
         await transport.close()
-        transport._aio = stub
+        transport._make_client = lambda timeout_s: stub  # type: ignore[method-assign]
         return {
             "raw tritonclient aio": c.raw_aio_echo(protocol, stub),
             "PyTriton AsyncioModelClient": lambda: pytriton.infer_sample(c.SAMPLE),

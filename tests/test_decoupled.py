@@ -222,6 +222,28 @@ async def test_stalled_stream_raises_timeout_after_what_came_and_is_cancelled_on
     await assert_model_is_free(client)
 
 
+async def test_a_slow_reader_is_never_timed_out_only_a_silent_server(url, make_client):
+    # The deadline bounds how long a read waits for the server, not the reader's pauses between reads.
+    client = make_client(url, "stream_empty_final", inference_timeout_s=0.3)
+    stream = client.infer_sample(n=3)
+    if isinstance(stream, ResponseStream):
+
+        def read_slowly() -> list[int]:
+            seen = []
+            for item in stream:
+                seen.append(int(item["i"][0]))
+                time.sleep(0.5)
+            return seen
+
+        seen = await asyncio.to_thread(read_slowly)
+    else:
+        seen = []
+        async for item in stream:
+            seen.append(int(item["i"][0]))
+            await asyncio.sleep(0.5)
+    assert seen == [0, 1, 2]
+
+
 async def test_server_error_is_raised_after_the_responses_before_it_and_the_client_stays_usable(url, make_client):
     client = make_client(url, "stream_failing")
     for k in (2, 0, 3):

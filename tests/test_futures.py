@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import threading
 import time
@@ -39,6 +41,34 @@ def start_running(client: FuturesModelClient, **inputs: object) -> Future:
     return future
 
 
+class Spy:
+    """Watches the requests a client sends on its real transport (the server still answers): how many are in
+    flight at once, at most, which config fetches and how many inferences were sent. Made before the client's
+    first inference."""
+
+    def __init__(self, client: FuturesModelClient, config_fetch_s: float = 0.0) -> None:
+        client.wait_for_server(5).result()  # makes the client's transport on its loop; fetches no config
+        transport = client._client._transport_obj
+        original = transport.run
+        self.in_flight = self.most = 0
+        self.config_fetches: list[str] = []
+        self.inferences = 0
+
+        async def run(op, timeout_s):  # on the client's loop thread: no lock needed
+            self.inferences += op.method == "infer"
+            if op.method == "get_model_config":
+                self.config_fetches.append(op.args[0])
+                await asyncio.sleep(config_fetch_s)  # widen the window in which other calls want the config too
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            try:
+                return await original(op, timeout_s)
+            finally:
+                self.in_flight -= 1
+
+        transport.run = run
+
+
 def test_issue_example_resolves_after_leaving_with(url):
     with FuturesModelClient(url, "text", "1") as client:
         res = client.infer_sample("你好")
@@ -60,46 +90,38 @@ def test_many_concurrent_calls_with_eight_workers_are_correct_and_in_order(url):
 def test_workers_send_calls_in_parallel(url):
     # Count the calls in flight at once on the real transport (no timing: the overlap is observed).
     with FuturesModelClient(url, "slow", max_workers=4) as client:
+        spy = Spy(client)
         client.model_config().result()
-        transport = client._client._transport()
-        original = transport.run
-        lock = threading.Lock()
-        in_flight, most = 0, 0
-
-        def run(op, timeout_s):
-            nonlocal in_flight, most
-            with lock:
-                in_flight += 1
-                most = max(most, in_flight)
-            try:
-                return original(op, timeout_s)
-            finally:
-                with lock:
-                    in_flight -= 1
-
-        transport.run = run
         futures = [client.infer_sample(delay_s=0.3, x=[float(i)]) for i in range(4)]
         assert [f.result()["y"].tolist() for f in futures] == [[0.0], [1.0], [2.0], [3.0]]
-    assert most >= 2
+    assert spy.most >= 2
+
+
+@pytest.mark.parametrize("max_workers", [1, 3])
+def test_at_most_max_workers_calls_run_at_once(url, max_workers):
+    # The slow model runs two requests at once (two instances, no batching): one worker halves that, so
+    # the server's own timing proves the bound; three workers show that the bound is not the server's.
+    delay_s, calls = 0.2, 6
+    with FuturesModelClient(url, "slow", max_workers=max_workers) as client:
+        spy = Spy(client)
+        client.model_config().result()
+        started = time.monotonic()
+        futures = [client.infer_sample(delay_s=delay_s, x=[float(i)]) for i in range(calls)]
+        wait_until(lambda: sum(f.running() for f in futures) == max_workers)  # the others wait, queued
+        assert [f.result()["y"].tolist() for f in futures] == [[float(i)] for i in range(calls)]
+        elapsed = time.monotonic() - started
+    assert spy.most == max_workers  # requests in flight at once on the transport
+    if max_workers == 1:
+        assert elapsed >= calls * delay_s  # one after the other, though the server could have run two at once
 
 
 def test_config_is_fetched_once_for_all_workers(url):
     client = FuturesModelClient(url, "text", max_workers=8)
-    transport = client._client._transport()
-    fetches: list[str] = []
-    original = transport.run
-
-    def spy(op, timeout_s):  # on the real transport: the server still answers
-        if op.method == "get_model_config":
-            fetches.append(op.args[0])
-            time.sleep(0.05)  # widen the window in which the other workers want the config too
-        return original(op, timeout_s)
-
-    transport.run = spy
+    spy = Spy(client, config_fetch_s=0.05)
     futures = [client.infer_sample("字" * (i + 1)) for i in range(16)]
     assert [f.result()["LENGTH"].tolist() for f in futures] == [[i + 1] for i in range(16)]
     assert client.model_config().result().name == "text"
-    assert fetches == ["text"]
+    assert spy.config_fetches == ["text"]
     client.close()
 
 
@@ -117,6 +139,17 @@ def test_full_queue_non_blocking_raises_at_once_and_a_cancelled_call_frees_its_s
         after_cancel = client.infer_sample(delay_s=0.0, x=[4.0])
         assert running.result()["y"].tolist() == [1.0] and after_cancel.result()["y"].tolist() == [4.0]
         assert queued.cancelled()
+
+
+def test_a_cancelled_queued_call_is_never_sent_and_a_running_one_cannot_be_cancelled(url):
+    with FuturesModelClient(url, "slow", max_workers=1) as client:
+        spy = Spy(client)
+        running = start_running(client, delay_s=0.2, x=[1.0])
+        queued = client.infer_sample(delay_s=0.0, x=[2.0])
+        assert queued.cancel() and not running.cancel()
+        assert client.infer_sample(delay_s=0.0, x=[3.0]).result()["y"].tolist() == [3.0]
+        assert running.result()["y"].tolist() == [1.0] and queued.cancelled()
+    assert spy.inferences == 2
 
 
 def test_full_queue_blocking_waits_for_a_slot(url):
@@ -207,13 +240,48 @@ def test_calls_during_close_are_refused_at_once_and_waiting_callers_are_released
     assert len(refused) == 1 and running.result()["y"].tolist() == [1.0] and queued.result()["y"].tolist() == [2.0]
 
 
-def test_no_thread_outlives_close(url):
+def test_one_loop_thread_serves_every_worker_and_no_thread_outlives_close(url):
+    def new_threads() -> list[str]:
+        # Less gRPC's poller: one thread for all the grpc.aio channels of the process, while any is open.
+        return [t.name for t in set(threading.enumerate()) - before if not t.name.endswith("(_poll_wrapper)")]
+
     before = set(threading.enumerate())
     with FuturesModelClient(url, "text", max_workers=8) as client:
+        assert new_threads() == []  # started on first use
         futures = [client.infer_sample("线程" * (i + 1)) for i in range(32)]
-        assert len(workers()) > 1
+        assert new_threads() == ["FuturesModelClient-loop"]
         assert [f.result()["LENGTH"].tolist() for f in futures] == [[2 * (i + 1)] for i in range(32)]
+        assert new_threads() == ["FuturesModelClient-loop"]
+    assert set(threading.enumerate()) - before == set()  # gRPC's poller included
+
+
+def test_an_unclosed_client_finishes_its_calls_and_stops_its_loop_thread_when_garbage_collected(url):
+    before = set(threading.enumerate())
+    future = FuturesModelClient(url, "slow").infer_sample(delay_s=0.2, x=[5.0])  # the client is garbage at once
+    gc.collect()
+    assert future.done() and future.result()["y"].tolist() == [5.0]
     assert set(threading.enumerate()) - before == set()
+
+
+def test_a_done_callback_may_close_the_client_without_deadlock(url):
+    client = FuturesModelClient(url, "slow", max_workers=1)
+    future = client.infer_sample(delay_s=0.05, x=[1.0])
+    queued = client.infer_sample(delay_s=0.0, x=[2.0])
+    future.add_done_callback(lambda _: client.close())  # runs on the loop thread: closes without waiting there
+    assert future.result()["y"].tolist() == [1.0]
+    client.close()  # waits for the close under way: the queued call finishes, the thread ends
+    assert queued.result(timeout=0)["y"].tolist() == [2.0] and not workers()
+    with pytest.raises(ClientClosedError):
+        client.infer_sample(delay_s=0.0, x=[3.0])
+
+
+def test_keyboard_interrupt_in_with_cancels_the_queued_calls_and_lets_the_running_one_end(url):
+    with pytest.raises(KeyboardInterrupt), FuturesModelClient(url, "slow", max_workers=1) as client:
+        running = start_running(client, delay_s=0.3, x=[1.0])
+        queued = [client.infer_sample(delay_s=0.0, x=[2.0]) for _ in range(3)]
+        raise KeyboardInterrupt
+    assert running.result(timeout=0)["y"].tolist() == [1.0]
+    assert all(f.cancelled() for f in queued) and not workers()
 
 
 @pytest.mark.parametrize(

@@ -120,7 +120,7 @@ def _futures_client(tour: Tour) -> list[str]:
         futures = [client.infer_sample(word) for word in words]
         results = [future.result()["UPPER"][0].decode() for future in futures]
     check(results == [word.upper() for word in words], f"unexpected: {results}")
-    return [f"{_protocol(tour.main)}  4 calls on 4 worker threads, futures -> {results}"]
+    return [f"{_protocol(tour.main)}  4 calls, 4 at once on one loop thread, futures -> {results}"]
 
 
 def _asyncio_client(tour: Tour) -> list[str]:

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..exceptions import XclientError
-from ._base import BaseClient, BaseModelClient, Flow, run_flow_async
+from ._base import BaseClient, BaseModelClient, Flow, Inference, run_flow_async
 from ._config import ModelConfig
 from ._transport import AsyncTransport
 
@@ -122,8 +122,7 @@ class AsyncioModelClient(AsyncClientMixin):
         **named_inputs: Any,
     ) -> dict[str, np.ndarray]:
         """Run one sample (see :meth:`Xclient.client.ModelClient.infer_sample`)."""
-        call = (inputs, named_inputs, False, parameters, headers)
-        return await self._run(self._infer_flow(await self._get_config(), call))
+        return await self._infer((inputs, named_inputs, False, parameters, headers))
 
     async def infer_batch(
         self,
@@ -133,5 +132,14 @@ class AsyncioModelClient(AsyncClientMixin):
         **named_inputs: Any,
     ) -> dict[str, np.ndarray]:
         """Run a batch (see :meth:`Xclient.client.ModelClient.infer_batch`)."""
-        call = (inputs, named_inputs, True, parameters, headers)
-        return await self._run(self._infer_flow(await self._get_config(), call))
+        return await self._infer((inputs, named_inputs, True, parameters, headers))
+
+    async def _infer(self, call: Any) -> dict[str, np.ndarray]:
+        config = await self._get_config()
+        transport = self._transport()
+        inference = Inference(self, config, call, transport.calls)
+        while True:
+            try:
+                return inference.done(await transport.run(inference.op, inference.timeout_s))
+            except Exception as e:  # noqa: BLE001 - failed() raises it, translated, unless it is retried
+                await asyncio.sleep(inference.failed(e))

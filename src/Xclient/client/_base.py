@@ -17,7 +17,6 @@ from typing import Any
 from ..exceptions import (
     ClientClosedError,
     IncompatibleModelError,
-    InferenceServerError,
     ModelUnavailableError,
     ServerUnavailableError,
     XclientError,
@@ -72,9 +71,8 @@ def _context(ctx: CallContext, step: Call) -> CallContext:
 
 
 class _Steps:
-    """What a flow asks for next, with the retry rule written once for both runners: a failure
-    marked ``retryable`` (nothing reached the server) is retried up to ``retries`` times per step,
-    after a doubling pause; any other failure goes back into the flow."""
+    """What a flow asks for next, with :func:`retry_pause` applied per step for both runners; a
+    failure not retried goes back into the flow."""
 
     def __init__(self, flow: Flow, ctx: CallContext, retries: int, backoff_s: float) -> None:
         self._flow = flow
@@ -100,11 +98,21 @@ class _Steps:
     def failed(self, step: Call, exc: BaseException) -> XclientError | None:
         """The error to hand to the flow, or None when the step is retried."""
         error = translate_error(exc, _context(self._ctx, step), step.action, step.timeout_s)
-        if error.retryable and self._attempts < self._retries:
-            self._attempts += 1
-            self._pending = [Sleep(self._backoff_s * 2 ** (self._attempts - 1)), step]
-            return None
-        return error
+        pause = retry_pause(error, self._attempts, self._retries, self._backoff_s)
+        if pause is None:
+            return error
+        self._attempts += 1
+        self._pending = [Sleep(pause), step]
+        return None
+
+
+def retry_pause(error: XclientError, attempts: int, retries: int, backoff_s: float) -> float | None:
+    """The retry rule, for every call and stream: after ``attempts`` retries, a failure marked
+    ``retryable`` (nothing reached the server) is sent again after this pause (doubling each time),
+    up to ``retries`` times; None: raise it."""
+    if error.retryable and attempts < retries:
+        return backoff_s * 2**attempts
+    return None
 
 
 def run_flow(
@@ -317,24 +325,6 @@ class BaseModelClient(BaseClient):
         self._check_open()
         return prepare_request(config, args, kwargs, batch=batch)
 
-    def _infer_flow(
-        self,
-        config: ModelConfig,
-        call: tuple[tuple[Any, ...], dict[str, Any], bool, Mapping[str, Any] | None, Mapping[str, str] | None],
-    ) -> Flow:
-        """One inference: code the arguments (errors before anything is sent), call, decode."""
-        args, kwargs, batch, parameters, headers = call
-        request = self._prepare(config, args, kwargs, batch)
-        inputs = (*self._model_args(), request.inputs, parameters)
-        try:
-            outputs = yield Call(
-                "infer", inputs, self._inference_timeout_s, "inference", self._call_headers(headers) or {}
-            )
-        except (ModelUnavailableError, InferenceServerError) as e:
-            self._forget_config(e)
-            raise
-        return finish_response(outputs, request)
-
     def _forget_config(self, error: XclientError) -> None:
         """After the model went away or refused our inputs, fetch its config again on the next
         call (it may have been reloaded with another one): never keep sending a stale mapping.
@@ -391,6 +381,52 @@ def _as_config(config: ModelConfig | Mapping[str, Any]) -> ModelConfig:
     raise XclientValueError(
         f"model_config: expected a ModelConfig or Triton's config dict, got {type(config).__name__}"
     )
+
+
+class Inference:
+    """One inference of a model client, coded once (errors before anything is sent); the sync and
+    asyncio clients only send :attr:`op` and hand back what came of it. Inference runs without
+    flows: once the config is known, a request is one call, plus the retries :func:`retry_pause` allows.
+    """
+
+    __slots__ = ("_client", "_request", "op", "timeout_s", "_attempts")
+
+    def __init__(
+        self,
+        client: BaseModelClient,
+        config: ModelConfig,
+        call: tuple[tuple[Any, ...], dict[str, Any], bool, Mapping[str, Any] | None, Mapping[str, str] | None],
+        calls: Any,
+    ) -> None:
+        args, kwargs, batch, parameters, headers = call
+        self._client = client
+        self._request = client._prepare(config, args, kwargs, batch)
+        self.timeout_s = client._inference_timeout_s
+        inputs = self._request.inputs
+        self.op = calls.infer(
+            *client._model_args(), inputs, parameters, timeout_s=self.timeout_s, headers=client._call_headers(headers)
+        )
+        self._attempts = 0
+
+    def done(self, outputs: dict[str, Any]) -> dict[str, Any]:
+        return finish_response(outputs, self._request)
+
+    def failed(self, exc: Exception) -> float:
+        """The pause before sending the request again, or raise the translated error. It is raised
+        from None, and ``exc``'s tracebacks are dropped: the error must not keep tritonclient's frames
+        (hence its client) alive for as long as the caller keeps it."""
+        client = self._client
+        error = client._infer_failed(exc)
+        pause = retry_pause(error, self._attempts, client._retries, client._retry_backoff_s)
+        if pause is None:
+            client._forget_config(error)
+            cause: BaseException | None = exc
+            while cause is not None:
+                cause.__traceback__ = None
+                cause = cause.__context__
+            raise error from None
+        self._attempts += 1
+        return pause
 
 
 class ClientWrapper:

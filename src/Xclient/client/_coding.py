@@ -171,7 +171,8 @@ def _lossless_cast(config: ModelConfig, spec: TensorSpec, array: np.ndarray) -> 
     # float target: narrowing between floats is allowed (that is what FP32 inputs mean), overflow is not
     with np.errstate(over="ignore", invalid="ignore"):
         cast = array.astype(target)
-    if array.dtype.kind in "iu" and (cast.astype(array.dtype) != array).any():
+        exact = array.dtype.kind not in "iu" or (cast.astype(array.dtype) == array).all()  # inf cast back warns
+    if not exact:
         raise _error(config, spec, f"integers exactly representable as {spec.triton_dtype}", given)
     if array.dtype.kind == "f" and (np.isinf(cast) & np.isfinite(array)).any():
         raise _error(config, spec, f"values within the range of {spec.triton_dtype}", f"{given} that overflow it")
@@ -187,6 +188,8 @@ def _to_bytes(config: ModelConfig, spec: TensorSpec, value: Any) -> np.ndarray:
             return value.astype(_OBJECT)
         if value.dtype.kind not in "OU":
             raise _error(config, spec, "text (str or bytes)", f"an array of dtype {value.dtype}")
+        if value.dtype == _OBJECT and all(type(item) is bytes for item in value.flat):
+            return value  # already what is sent: no copy
         source = value
     else:
         try:

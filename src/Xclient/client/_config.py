@@ -25,6 +25,7 @@ TRITON_TO_NUMPY: dict[str, np.dtype] = {
     "STRING": np.dtype(object),
     "BYTES": np.dtype(object),
 }
+_OBJECT = np.dtype(object)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +40,7 @@ class TensorSpec:
 
     @property
     def is_bytes(self) -> bool:
-        return self.dtype == np.dtype(object)
+        return self.dtype == _OBJECT
 
     def describe(self) -> str:
         """``'INPUT_TEXT' BYTES [1]``: how errors name a tensor."""

@@ -20,9 +20,9 @@ Each request is its own ``ModelStreamInfer`` call, so cancelling a call cancels 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import functools
+import queue
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Mapping
@@ -32,10 +32,11 @@ import numpy as np
 
 from ..exceptions import ClientClosedError, XclientError, XclientValueError
 from ._asyncio import AsyncClientMixin
-from ._base import ClientWrapper
+from ._base import ClientWrapper, retry_pause
 from ._coding import PreparedRequest, finish_response
 from ._config import ModelConfig
-from ._transport import grpc_metadata, grpc_outputs
+from ._loop_thread import _LoopThread
+from ._transport import grpc_metadata, grpc_outputs, triton_dtype
 
 T = TypeVar("T")
 Outputs = dict[str, np.ndarray]
@@ -80,6 +81,13 @@ class _Stream:
         self._finished = False
         self._responded = False  # a response came: the request is never sent again
         self._retries = 0
+        # The per-response deadline: one timer per stream, moved lazily (see _check_deadline), so that
+        # a response costs no timer of its own.
+        self._reading = False
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timed_out = False
+        self.pump: asyncio.Task[None] | None = None  # the sync bridge's reader (ResponseStream), kept alive here
 
     async def next(self) -> Outputs | None:
         """The outputs of the next response, or None once the stream has ended."""
@@ -121,11 +129,12 @@ class _Stream:
         """Send the request again after the client's backoff when it failed before its first response
         and never reached the server (``error.retryable``), up to the client's ``retries``."""
         client = self._client
-        if self._responded or not error.retryable or self._retries >= client._retries:
+        pause = None if self._responded else retry_pause(error, self._retries, client._retries, client._retry_backoff_s)
+        if pause is None:
             return False
         self._retries += 1
         self._call = None
-        await asyncio.sleep(client._retry_backoff_s * 2 ** (self._retries - 1))
+        await asyncio.sleep(pause)
         return True
 
     def close(self) -> None:
@@ -137,6 +146,9 @@ class _Stream:
         call, self._call = self._call, None
         if call is not None and not call.done():
             call.cancel()
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
 
     def close_soon(self) -> None:
         """:meth:`close` from any thread (a finalizer, the sync bridge): scheduled on the stream's loop."""
@@ -162,17 +174,21 @@ class _Stream:
         """The next gRPC response, or None at the end of the call or when the stream was closed."""
         import grpc
 
-        timeout_s = self._client._inference_timeout_s
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + self._client._inference_timeout_s
+        if self._timer is None:
+            self._timer = loop.call_at(self._deadline, self._check_deadline)
+        self._reading = True
         try:
-            response = await asyncio.wait_for(self._call.read(), timeout_s)
+            response = await self._call.read()
         except asyncio.CancelledError:
             if _task_is_cancelled():
                 raise
             self._client._check_open()  # the client's close() cancelled every stream
-            if self._finished:  # this stream's close() cancelled it
-                return None
-            raise
-        except (TimeoutError, asyncio.TimeoutError):
+            if not self._timed_out:
+                if self._finished:  # this stream's close() cancelled it
+                    return None
+                raise
             error = self._client._infer_failed(TimeoutError("waiting for the next response; the request was cancelled"))
         except Exception as e:  # noqa: BLE001 - translated into the Xclient error tree
             self._client._check_open()
@@ -181,9 +197,26 @@ class _Stream:
             error = self._client._infer_failed(e)
         else:
             return None if response is grpc.aio.EOF else response
+        finally:
+            self._reading = False
         # Raised outside the handlers, so that it has no __context__: grpc's exception would keep the call's
         # frames, hence the call and the client's channel, alive as long as the caller keeps this error.
         raise error
+
+    def _check_deadline(self) -> None:
+        """The stream's timer: cancel the call when a read has waited ``inference_timeout_s``; otherwise
+        come back at the current read's deadline (or, between reads, one timeout later)."""
+        self._timer = None
+        if self._finished or self._call is None:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._reading and now >= self._deadline:
+            self._timed_out = True
+            self._call.cancel()  # the pending read raises CancelledError, turned into the timeout error
+            return
+        when = self._deadline if self._reading else now + self._client._inference_timeout_s
+        self._timer = loop.call_at(when, self._check_deadline)
 
 
 def build_infer_request(
@@ -195,14 +228,14 @@ def build_infer_request(
     so every client accepts the same ones.
     """
     from tritonclient.grpc import service_pb2
-    from tritonclient.utils import np_to_triton_dtype, serialize_byte_tensor
+    from tritonclient.utils import serialize_byte_tensor
 
     request = service_pb2.ModelInferRequest(model_name=model_name, model_version=model_version)
     for key, value in (parameters or {}).items():
         _set_parameter(request.parameters, key, value)
     request.parameters[EMPTY_FINAL_PARAMETER].bool_param = True
     for name, array in inputs.items():
-        datatype = np_to_triton_dtype(array.dtype)
+        datatype = triton_dtype(array.dtype)
         request.inputs.add(name=name, datatype=datatype, shape=array.shape)
         if datatype == "BYTES":
             raw = serialize_byte_tensor(array).item() if array.size else b""
@@ -301,20 +334,36 @@ class ResponseStream:
 
     Nothing is sent before the first ``next()``. Leave early with ``close()`` or ``with``; ``break``
     and garbage collection also cancel the request on the server.
+
+    From the first ``next()`` on, a task on the client's loop thread reads the responses as they come
+    and queues them for this iterator (one hand-over per response, not a round trip to the loop); the
+    per-response deadline bounds the server's silence, not the pauses of a slow reader.
     """
 
     def __init__(self, stream: _Stream, loop_thread: _LoopThread) -> None:
         self._stream = stream
         self._loop_thread = loop_thread
+        self._queue: queue.SimpleQueue[tuple[bool, Any]] | None = None  # (ended, outputs or error or None)
 
     def __iter__(self) -> ResponseStream:
         return self
 
     def __next__(self) -> Outputs:
-        outputs = self._loop_thread.run(self._stream.next())
-        if outputs is None:
-            raise StopIteration
-        return outputs
+        if self._queue is None:
+            self._queue = queue.SimpleQueue()
+            self._loop_thread.call_soon(_start_pump, self._stream, self._queue, self._loop_thread.closed_error)
+        try:
+            ended, value = self._queue.get()
+        except BaseException:  # interrupted while waiting (KeyboardInterrupt): the request is cancelled
+            self.close()
+            raise
+        if not ended:
+            return value
+        # Every later next() stops too; on a closed client, with the same error.
+        self._queue.put((True, value if isinstance(value, ClientClosedError) else None))
+        if value is not None:
+            raise value
+        raise StopIteration
 
     def close(self) -> None:
         """Stop the stream, cancelling its request on the server if it still runs. Closing twice is fine."""
@@ -329,6 +378,24 @@ class ResponseStream:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+def _start_pump(stream: _Stream, responses: queue.SimpleQueue[tuple[bool, Any]], closed: Callable[[], Any]) -> None:
+    stream.pump = asyncio.get_running_loop().create_task(_pump(stream, responses, closed))
+
+
+async def _pump(stream: _Stream, responses: queue.SimpleQueue[tuple[bool, Any]], closed: Callable[[], Any]) -> None:
+    """Read ``stream`` to its end on the loop, queueing each response's outputs, then (True, error or None)."""
+    try:
+        while (outputs := await stream.next()) is not None:
+            responses.put((False, outputs))
+    except asyncio.CancelledError:  # the loop thread is stopping: the client was closed
+        responses.put((True, closed()))
+        raise
+    except BaseException as error:  # noqa: BLE001 - handed to the reading thread
+        responses.put((True, error))
+    else:
+        responses.put((True, None))
 
 
 # -- the clients -------------------------------------------------------------------------------
@@ -447,6 +514,8 @@ class DecoupledModelClient(ClientWrapper):
     stream leaves the client usable.
     """
 
+    _client: AsyncioDecoupledModelClient
+
     def __init__(self, url: str, model_name: str, model_version: str | int | None = None, **options: Any) -> None:
         self._client = AsyncioDecoupledModelClient(url, model_name, model_version, **options)  # checks everything
         self._lock = threading.Lock()
@@ -515,6 +584,8 @@ class DecoupledModelClient(ClientWrapper):
             close_loop = self._close_loop
         if close_loop is not None:
             close_loop()
+            assert self._loop_thread is not None
+            self._loop_thread.join()  # a second close() running at once waits for the first one too
         else:
             self._client._closed = True  # nothing was started: nothing to close
 
@@ -543,61 +614,3 @@ class DecoupledModelClient(ClientWrapper):
         return functools.partial(
             ClientClosedError, f"{self!r} is closed; create a new client", model=self._client.model_name
         )
-
-
-class _LoopThread:
-    """An event loop in a daemon thread, for the sync bridge: other threads run coroutines on it and wait."""
-
-    def __init__(self, name: str, closed_error: Callable[[], XclientError]) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._closed_error = closed_error
-        self._lock = threading.Lock()
-        self._stopped = False
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.loop.run_forever()
-        finally:
-            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-            self.loop.close()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the loop and wait for its result (from any thread but the loop's own).
-
-        No timeout here: every wait in the asyncio code has its own deadline. If the waiting thread is
-        interrupted (KeyboardInterrupt), the coroutine is cancelled too."""
-        with self._lock:
-            if self._stopped:
-                coro.close()
-                raise self._closed_error()
-            future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            return future.result()
-        except concurrent.futures.CancelledError:  # still running when the client closed
-            raise self._closed_error() from None
-        except BaseException:
-            future.cancel()
-            raise
-
-    def stop(self, cleanup: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        """Await ``cleanup()`` on the loop, cancel what still runs there, stop the loop, join the thread."""
-        with self._lock:
-            if self._stopped:
-                return
-            self._stopped = True
-        asyncio.run_coroutine_threadsafe(self._finish(cleanup), self.loop)
-        if threading.current_thread() is not self._thread:  # a finalizer may run on the loop thread itself
-            self._thread.join()
-
-    async def _finish(self, cleanup: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        try:
-            await cleanup()
-        finally:
-            others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-            for task in others:
-                task.cancel()
-            await asyncio.gather(*others, return_exceptions=True)
-            asyncio.get_running_loop().stop()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import numpy as np
 
-from ._base import BaseClient, BaseModelClient, Flow, run_flow
+from ._base import BaseClient, BaseModelClient, Flow, Inference, run_flow
 from ._config import ModelConfig
 from ._transport import Transport, make_transport
 
@@ -130,7 +131,7 @@ class ModelClient(SyncClientMixin):
         Inputs go positionally (config order) or by name, never both. Values may be numpy arrays
         or plain Python values (``str``/``bytes`` for BYTES inputs, lists, scalars).
         """
-        return self._run(self._infer_flow(self._get_config(), (inputs, named_inputs, False, parameters, headers)))
+        return self._infer((inputs, named_inputs, False, parameters, headers))
 
     def infer_batch(
         self,
@@ -140,4 +141,13 @@ class ModelClient(SyncClientMixin):
         **named_inputs: Any,
     ) -> dict[str, np.ndarray]:
         """Run a batch: each input's first axis is the batch, at most the model's ``max_batch_size``."""
-        return self._run(self._infer_flow(self._get_config(), (inputs, named_inputs, True, parameters, headers)))
+        return self._infer((inputs, named_inputs, True, parameters, headers))
+
+    def _infer(self, call: Any) -> dict[str, np.ndarray]:
+        transport = self._transport()
+        inference = Inference(self, self._get_config(), call, transport.calls)
+        while True:
+            try:
+                return inference.done(transport.run(inference.op, inference.timeout_s))
+            except Exception as e:  # noqa: BLE001 - failed() raises it, translated, unless it is retried
+                time.sleep(inference.failed(e))

@@ -84,8 +84,14 @@ def translate_error(exc: BaseException, ctx: CallContext, action: str, timeout_s
                 server_message=server_message,
             )
         if status in _UNAVAILABLE_STATUSES or (status is None and _looks_like_connection_failure(lowered)):
+            hint = ""
+            if ctx.url.tls and any(m in lowered for m in ("socket closed", "connection reset")):
+                hint = (
+                    " (a TLS server also closes the socket this way when it requires a client certificate:"
+                    " check client_cert and client_key)"
+                )
             return ServerUnavailableError(
-                f"Cannot reach {ctx.url} ({action} for {where}): {server_message}",
+                f"Cannot reach {ctx.url} ({action} for {where}): {server_message}{hint}",
                 model=model,
                 status=status,
                 server_message=server_message,
@@ -144,8 +150,16 @@ _TLS_FAILURES = ("certificate", "handshake", "ssl_error", "sslerror", "[ssl")
 
 
 def _never_reached_the_server(lowered: str) -> bool:
-    """A connection that could not be made (refused, unresolvable), so a retry is safe and may succeed."""
-    return _looks_like_connection_failure(lowered) and not any(m in lowered for m in _TLS_FAILURES)
+    """A connection that could not be made (refused, unresolvable), or a request that could not be
+    written, so a retry is safe and may succeed."""
+    return (_looks_like_connection_failure(lowered) or _not_sent(lowered)) and not any(
+        m in lowered for m in _TLS_FAILURES
+    )
+
+
+def _not_sent(lowered: str) -> bool:
+    """aiohttp could not write the request (its connection was closed): the server cannot have run it."""
+    return "can not write request body" in lowered
 
 
 #: What the HTTP clients raise when the connection closes under a request: geventhttpclient's
@@ -170,12 +184,23 @@ def grpc_outputs(result: Any) -> dict[str, np.ndarray]:
     return _output_arrays(result, [output.name for output in result.get_response().outputs])
 
 
-def _infer_inputs(factory: Callable[..., Any], inputs: Mapping[str, np.ndarray]) -> list[Any]:
-    from tritonclient.utils import np_to_triton_dtype
+#: Triton's name of each numpy dtype seen so far (``np_to_triton_dtype`` is a chain of comparisons).
+_TRITON_DTYPES: dict[np.dtype, str] = {}
 
+
+def triton_dtype(dtype: np.dtype) -> str:
+    name = _TRITON_DTYPES.get(dtype)
+    if name is None:
+        from tritonclient.utils import np_to_triton_dtype
+
+        name = _TRITON_DTYPES[dtype] = np_to_triton_dtype(dtype)
+    return name
+
+
+def _infer_inputs(factory: Callable[..., Any], inputs: Mapping[str, np.ndarray]) -> list[Any]:
     tensors = []
     for name, array in inputs.items():
-        tensor = factory(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        tensor = factory(name, list(array.shape), triton_dtype(array.dtype))
         tensor.set_data_from_numpy(array)
         tensors.append(tensor)
     return tensors
@@ -336,8 +361,8 @@ def _track_gevent_hub(*, register: bool = True) -> None:
     that have ended.
 
     ``tritonclient.http`` runs on gevent, which gives every thread that uses it a hub of its own (an
-    epoll and an eventfd descriptor) and frees it only when told to: without this, every worker thread
-    of a :class:`~Xclient.client.FuturesModelClient` would leak two descriptors. gevent allows destroying
+    epoll and an eventfd descriptor) and frees it only when told to: without this, every short-lived thread
+    that calls a shared :class:`~Xclient.client.ModelClient` would leak two descriptors. gevent allows destroying
     the hub of a thread that has ended from another thread."""
     import gevent
 
@@ -415,29 +440,42 @@ class GrpcTransport(Transport):
 
 
 class AsyncTransport:
-    """An asyncio transport: awaits an :class:`Op` under ``asyncio.wait_for`` (the deadline on
-    both protocols). Its ``tritonclient`` aio client is made on first use, inside the loop."""
+    """An asyncio transport: awaits an :class:`Op`, its deadline enforced by the ``tritonclient`` aio
+    client itself: gRPC sends it with the call (``client_timeout``), and over HTTP there is one client
+    per deadline value, whose aiohttp session has that total timeout (as the sync transport does), so
+    no timer of Xclient's runs per request. Clients are made on first use, inside the loop."""
 
     def __init__(self, url: ServerUrl, tls: TlsOptions) -> None:
         self.url = url
         self.tls = tls
-        self.calls: Any = GrpcCalls() if url.protocol == "grpc" else HttpCalls()
-        self._aio: Any = None
+        self._grpc = url.protocol == "grpc"
+        self.calls: Any = GrpcCalls() if self._grpc else HttpCalls()
+        self._clients: dict[float, Any] = {}  # deadline (HTTP) or 0.0 (gRPC: one client) -> aio client
 
     async def run(self, op: Op, timeout_s: float) -> Any:
-        if self._aio is None:
-            self._aio = self._make_client()
-        return op.parse(await asyncio.wait_for(getattr(self._aio, op.method)(*op.args, **op.kwargs), timeout_s))
+        method = getattr(self._client(0.0 if self._grpc else timeout_s), op.method)
+        try:
+            return op.parse(await method(*op.args, **op.kwargs))
+        except OSError as e:
+            if not _not_sent(str(e).lower()):
+                raise
+        # The pooled connection was closed by the server (a restart, an idle timeout) while the event loop
+        # was not running, so aiohttp did not know; the request was not sent: send it on a new connection.
+        return op.parse(await method(*op.args, **op.kwargs))
 
     @property
     def client(self) -> Any:
-        """The ``tritonclient`` aio client (made on first use)."""
-        if self._aio is None:
-            self._aio = self._make_client()
-        return self._aio
+        """The ``tritonclient.grpc.aio`` client (made on first use)."""
+        return self._client(0.0)
 
-    def _make_client(self) -> Any:
-        if self.url.protocol == "grpc":
+    def _client(self, timeout_s: float) -> Any:
+        client = self._clients.get(timeout_s)
+        if client is None:
+            client = self._clients[timeout_s] = self._make_client(timeout_s)
+        return client
+
+    def _make_client(self, timeout_s: float) -> Any:
+        if self._grpc:
             import tritonclient.grpc.aio as grpc_aio
 
             return grpc_aio.InferenceServerClient(self.url.address, **_grpc_tls_kwargs(self.url, self.tls))
@@ -448,11 +486,13 @@ class AsyncTransport:
             ssl_context = ssl.create_default_context(cafile=self.tls.ca_certs)
             if self.tls.client_cert:
                 ssl_context.load_cert_chain(self.tls.client_cert, self.tls.client_key)
-        return http_aio.InferenceServerClient(self.url.address, ssl=self.url.tls, ssl_context=ssl_context)
+        return http_aio.InferenceServerClient(
+            self.url.address, conn_timeout=timeout_s, ssl=self.url.tls, ssl_context=ssl_context
+        )
 
     async def close(self) -> None:
-        client, self._aio = self._aio, None
-        if client is not None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
             await client.close()
 
 

@@ -1,0 +1,93 @@
+"""The bridge from blocking code to the asyncio clients: an event loop in a private daemon thread.
+
+:class:`~Xclient.client.DecoupledModelClient` runs its streams there (each caller waits with
+:meth:`_LoopThread.run`); :class:`~Xclient.client.FuturesModelClient` runs its calls there (each
+caller schedules with :meth:`_LoopThread.call_soon` and goes on). The owner stops it with
+:meth:`_LoopThread.stop`, from ``close()`` or from a ``weakref.finalize`` (garbage collection, exit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from ..exceptions import XclientError
+
+T = TypeVar("T")
+
+
+class _LoopThread:
+    """An event loop in a daemon thread, for the sync bridge: other threads run coroutines on it and wait."""
+
+    def __init__(self, name: str, closed_error: Callable[[], XclientError]) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.closed_error = closed_error
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            # Threads of the loop's default executor (aiohttp resolves host names there) end with it.
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
+            self.loop.close()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop and wait for its result (from any thread but the loop's own).
+
+        No timeout here: every wait in the asyncio code has its own deadline. If the waiting thread is
+        interrupted (KeyboardInterrupt), the coroutine is cancelled too."""
+        with self._lock:
+            if self._stopped:
+                coro.close()
+                raise self.closed_error()
+            future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:  # still running when the client closed
+            raise self.closed_error() from None
+        except BaseException:
+            future.cancel()
+            raise
+
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> None:
+        """Have the loop call ``callback(*args)`` soon, in order of calls (from any thread); no waiting."""
+        with self._lock:
+            if self._stopped:
+                raise self.closed_error()
+            self.loop.call_soon_threadsafe(callback, *args)
+
+    def stop(self, cleanup: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Await ``cleanup()`` on the loop, cancel what still runs there, stop the loop, join the thread.
+
+        What was scheduled before (:meth:`run`, :meth:`call_soon`) starts before ``cleanup``."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        asyncio.run_coroutine_threadsafe(self._finish(cleanup), self.loop)
+        self.join()
+
+    def join(self) -> None:
+        """Wait for the thread to end (after :meth:`stop`); at once on the loop thread itself, where a
+        finalizer or a future's done-callback may run."""
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    async def _finish(self, cleanup: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        try:
+            await cleanup()
+        finally:
+            others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+            asyncio.get_running_loop().stop()
