@@ -11,12 +11,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from ..exceptions import XclientError
 
 T = TypeVar("T")
+
+#: The threads of every _LoopThread: none of them ever waits for another (see _LoopThread.join).
+_LOOP_THREADS: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 
 
 class _LoopThread:
@@ -28,6 +32,7 @@ class _LoopThread:
         self._lock = threading.Lock()
         self._stopped = False
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        _LOOP_THREADS.add(self._thread)
         self._thread.start()
 
     def _serve(self) -> None:
@@ -77,9 +82,11 @@ class _LoopThread:
         self.join()
 
     def join(self) -> None:
-        """Wait for the thread to end (after :meth:`stop`); at once on the loop thread itself, where a
-        finalizer or a future's done-callback may run."""
-        if threading.current_thread() is not self._thread:
+        """Wait for the thread to end (after :meth:`stop`); at once on any loop thread, where a finalizer
+        (garbage collection runs them on whichever thread it happens) or a future's done-callback may run:
+        a loop thread that blocks can hold up the others (gRPC's asyncio events of every loop may be
+        delivered through one of them), so it never waits for one."""
+        if threading.current_thread() not in _LOOP_THREADS:
             self._thread.join()
 
     async def _finish(self, cleanup: Callable[[], Coroutine[Any, Any, None]]) -> None:
