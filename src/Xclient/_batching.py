@@ -31,7 +31,6 @@ except ImportError:  # pragma: no cover - depends on the installed extras
     ) from None
 
 from .client import AsyncioModelClient, ModelClient, ModelConfig
-from .exceptions import XclientValueError
 
 T = TypeVar("T")
 
@@ -70,32 +69,9 @@ def split(items: Sequence[T], size: int) -> list[Sequence[T]]:
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
-def check_text(value: object, name: str) -> str:
-    """``value`` if it is a str, else an error naming the argument."""
-    if not isinstance(value, str):
-        raise XclientValueError(f"{name}: expected a str, got {type(value).__name__} {short(value)}")
-    return value
-
-
-def check_texts(values: object, name: str = "texts") -> list[str]:
-    """A list of str, or an error naming the argument (and the index of the first non-str item)."""
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-        raise XclientValueError(f"{name}: expected a list of str, got {type(values).__name__} {short(values)}")
-    for index, value in enumerate(values):
-        if not isinstance(value, str):
-            raise XclientValueError(f"{name}[{index}]: expected a str, got {type(value).__name__} {short(value)}")
-    return list(values)
-
-
 def to_floats(array: np.ndarray) -> list[Any]:
     """Python floats (LangChain checks ``isinstance(x, float)``; np.float32 fails), FP16 included."""
     return np.asarray(array, dtype=np.float64).tolist()
-
-
-def short(value: object) -> str:
-    """``repr(value)``, cut to 40 characters, for error messages."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class _Progress:

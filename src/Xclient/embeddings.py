@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from ._batching import CONFIG, Plan, Request, TritonAdapter, check_text, check_texts, short, split, to_floats
+from ._batching import CONFIG, Plan, Request, TritonAdapter, split, to_floats
 from ._contract import Role, check_no_other_required_inputs, describe, find, incompatible, is_text, is_vector, pick
+from ._text import check_text, check_texts, short
 from .client import ModelConfig, TensorSpec
 
 SparseVector = dict[str, float]
@@ -100,28 +101,29 @@ class EmbeddingContract:
             )
         return to_floats(array)
 
-    def sparse_rows(self, outputs: Mapping[str, np.ndarray], count: int) -> list[SparseVector]:
+    def sparse_rows(self, outputs: Mapping[str, np.ndarray], count: int, start: int = 0) -> list[SparseVector]:
+        """The sparse vectors of ``count`` texts, the first of which is text ``start`` of the call."""
         assert self.sparse is not None
         array = outputs[self.sparse.name].reshape(-1)
         if array.shape[0] != count:
             raise incompatible(
                 self.config, _NAME, f"output {self.sparse.describe()} gave {array.shape[0]} values for {count} texts"
             )
-        return [self._sparse(value) for value in array]
+        return [self._sparse(value, start + offset) for offset, value in enumerate(array)]
 
-    def _sparse(self, value: Any) -> SparseVector:
+    def _sparse(self, value: Any, index: int) -> SparseVector:
         assert self.sparse is not None
         try:
             weights = json.loads(value.decode("utf-8") if isinstance(value, bytes) else value)
             if not isinstance(weights, dict):
                 raise ValueError(f"a JSON {type(weights).__name__}")
             return {str(token): float(weight) for token, weight in weights.items()}
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             raise incompatible(
                 self.config,
                 _NAME,
-                f"output {self.sparse.describe()} should hold a JSON object token -> weight "
-                f"per text; got {short(value)} ({e})",
+                f"output {self.sparse.describe()} should hold a UTF-8 JSON object token -> weight "
+                f"per text; for text {index} it gave {short(value)} ({e})",
             ) from None
 
 
@@ -135,9 +137,15 @@ class MetaLMEmbeddings(TritonAdapter, Embeddings):
     and ``sparse_output`` name them explicitly for other deployments.
 
     Texts are sent in batches of the model's ``max_batch_size`` (or a smaller ``max_batch_size``),
-    ``max_concurrency`` batches at once; results keep the input order. ``[]`` gives ``[]``; an
-    empty string is embedded like any other text. Clients are made on first use and reused
-    (``close()``/``aclose()`` release them). Every vector is a list of Python floats.
+    ``max_concurrency`` batches at once; results keep the input order. Clients are made on first
+    use and reused (``close()``/``aclose()`` release them). Every vector is a list of Python floats.
+
+    Texts: ``[]`` gives ``[]`` without a request; an empty string is embedded like any other text;
+    a long text is sent whole (the model truncates it: bge-m3 at 8192 tokens). Anything but a str
+    that UTF-8 can encode (an int, None, bytes, a list...) is an
+    :class:`~Xclient.exceptions.XclientValueError` naming it (``texts[2]: expected a str, got int 3``),
+    raised before anything is sent. A sparse output that is not a UTF-8 JSON object token -> weight
+    is an :class:`~Xclient.exceptions.IncompatibleModelError` naming the model, the output and the text.
     """
 
     model: str = "bge-m3-v"
@@ -226,7 +234,7 @@ class MetaLMEmbeddings(TritonAdapter, Embeddings):
         dense: list[list[float]] = []
         weights: list[SparseVector] = []
         for chunk, output in zip(chunks, outputs, strict=True):
-            dense += contract.dense_rows(output, len(chunk))
             if sparse:
-                weights += contract.sparse_rows(output, len(chunk))
+                weights += contract.sparse_rows(output, len(chunk), start=len(dense))
+            dense += contract.dense_rows(output, len(chunk))
         return dense, weights

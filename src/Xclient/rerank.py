@@ -23,6 +23,7 @@ through a sigmoid to [0, 1].
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -30,8 +31,9 @@ import numpy as np
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 
-from ._batching import CONFIG, Plan, Request, TritonAdapter, check_text, check_texts, split
+from ._batching import CONFIG, Plan, Request, TritonAdapter, split
 from ._contract import Role, check_no_other_required_inputs, describe, find, incompatible, is_scalar_or_list, pick
+from ._text import check_list, check_text, check_texts, refuse
 from .client import ModelConfig, TensorSpec
 
 _NAME = "MetaLMRerank"
@@ -111,6 +113,16 @@ class RerankContract:
         return np.asarray(array, dtype=np.float64).reshape(-1).tolist()
 
 
+def _page_contents(documents: object) -> list[str]:
+    """The documents' texts, or an error naming the first bad one (``documents[2].page_content``)."""
+    texts = []
+    for index, document in enumerate(check_list(documents, "documents", "a list of Document")):
+        if not isinstance(document, Document):
+            raise refuse(f"documents[{index}]", "a Document", document)
+        texts.append(check_text(document.page_content, f"documents[{index}].page_content"))
+    return texts
+
+
 def rank(scores: Sequence[float], top_n: int | None) -> list[RerankResult]:
     """Indices by score, best first (ties keep input order), at most ``top_n`` (None: all).
 
@@ -128,6 +140,13 @@ class MetaLMRerank(TritonAdapter, BaseDocumentCompressor):
     mutated), each with ``metadata["relevance_score"]`` (a float), sorted by score, best first.
     Empty documents or ``top_n < 1`` give ``[]`` without a request. :meth:`rerank` is the same
     for plain texts.
+
+    Texts: an empty query or an empty ``page_content`` is scored like any other text; long texts are
+    sent whole (the model truncates them). A query, text or ``page_content`` that is not a str (or
+    that UTF-8 cannot encode), or a document that is not a ``Document``, is an
+    :class:`~Xclient.exceptions.XclientValueError` naming it (``documents[1].page_content: expected a
+    str, got NoneType None``), raised before anything is sent. A model that answers the wrong number
+    of scores, or NaN, raises :class:`~Xclient.exceptions.IncompatibleModelError` naming it and its output.
 
     Passages are sent ``max_batch_size`` per request (default: the model's ``max_batch_size`` for
     the pairs form, 32 for the query/passages form), ``max_concurrency`` requests at once, and
@@ -219,8 +238,7 @@ class MetaLMRerank(TritonAdapter, BaseDocumentCompressor):
         return rank(scores, top_n)
 
     def _compress_plan(self, documents: Sequence[Document], query: object) -> Plan[list[Document]]:
-        texts = [document.page_content for document in documents]
-        scores = yield from self._score_plan(query, texts, self.top_n)
+        scores = yield from self._score_plan(query, _page_contents(documents), self.top_n)
         return [
             documents[r.index].model_copy(
                 update={"metadata": {**documents[r.index].metadata, "relevance_score": r.score}}
@@ -237,6 +255,13 @@ class MetaLMRerank(TritonAdapter, BaseDocumentCompressor):
         chunks = split(texts, contract.batch_size)
         outputs = yield [contract.request(query, chunk) for chunk in chunks]
         scores = [s for chunk, out in zip(chunks, outputs, strict=True) for s in contract.scores(out, len(chunk))]
+        nan = next((index for index, score in enumerate(scores) if math.isnan(score)), None)
+        if nan is not None:  # NaN cannot be ranked: sorting by it would scramble the whole order
+            raise incompatible(
+                contract.config,
+                _NAME,
+                f"output {contract.score.describe()} gave NaN for passage {nan}; expected a number per passage",
+            )
         if self.normalize:
             scores = (1.0 / (1.0 + np.exp(-np.asarray(scores, dtype=np.float64)))).tolist()
         return scores

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 try:
+    from langchain_core.prompt_values import PromptValue
     from langchain_core.utils import from_env, secret_from_env
     from pydantic import (
         AliasChoices,
@@ -22,6 +23,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the installed extras
     raise ImportError("ChatMetaLM and MetaLM need the 'langchain' extra: pip install 'xclient[langchain]'") from None
 
+from .._text import check_text, check_texts, refuse
 from ..client._urls import parse_url
 from ..exceptions import XclientValueError
 from ._backends import SAMPLING_FIELDS, BackendName, Sampling, sampling_settings
@@ -184,6 +186,14 @@ class MetaLMBase(BaseModel):
 
     # -- one call ---------------------------------------------------------------------------------
 
+    def _convert_input(self, model_input: Any) -> Any:
+        """LangChain's conversion of ``invoke``'s input (``BaseChatModel``'s or ``BaseLLM``'s, next in the
+        MRO), after refusing what it would misread (bytes are a sequence of ints to it) with an error
+        that says what is accepted."""
+        if isinstance(model_input, (bytes, bytearray)) or not isinstance(model_input, (str, Sequence, PromptValue)):
+            raise refuse("input", "a str, a list of messages or a PromptValue", model_input)
+        return super()._convert_input(model_input)  # type: ignore[misc]
+
     def _options(self, stop: Sequence[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         """The fields, overridden by a call's options (refusing unknown ones)."""
         options: dict[str, Any] = {
@@ -193,9 +203,7 @@ class MetaLMBase(BaseModel):
         options["stop"] = self.stop
         for key, value in kwargs.items():
             name = CALL_ALIASES.get(key, key)
-            if name == "stop":
-                options["stop"] = [value] if isinstance(value, str) else value
-            elif name in CALL_OPTIONS:
+            if name in CALL_OPTIONS or name == "stop":
                 options[name] = value
             else:
                 raise XclientValueError(
@@ -203,7 +211,11 @@ class MetaLMBase(BaseModel):
                     f"{', '.join(sorted({*CALL_OPTIONS, 'stop', *CALL_ALIASES}))}"
                 )
         if stop is not None:
-            options["stop"] = list(stop)
+            options["stop"] = stop
+        if options["stop"] is not None:  # one stop string, or a list of them (not its characters)
+            options["stop"] = check_texts(
+                [options["stop"]] if isinstance(options["stop"], str) else options["stop"], "stop"
+            )
         max_tokens = options["max_tokens"]
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens <= 0:
             raise XclientValueError(f"max_tokens: expected a positive int, got {max_tokens!r}")
@@ -218,6 +230,7 @@ class MetaLMBase(BaseModel):
         stream: bool,
         template_stop: Sequence[str] = (),
     ) -> Call:
+        check_text(prompt, "prompt")
         options = self._options(stop, kwargs)
         stops = [*(options["stop"] or ()), *template_stop]
         sampling = Sampling(

@@ -3,7 +3,8 @@
 - :class:`TextDecoder` turns the raw ``text_output`` bytes of each response into text that is safe to
   show: the echoed prompt stripped, cumulative responses (prompt + all text so far) turned into
   deltas, multi-byte UTF-8 characters split across responses held back until complete (incremental
-  decoding, never a replacement character for a split character), and stop sequences enforced,
+  decoding, never a replacement character for a split character; bytes that are not UTF-8 become
+  U+FFFD, as in every response of a non-streaming call), and stop sequences enforced,
   also across response boundaries: the text before a stop is kept, the stop is dropped, and
   :attr:`TextDecoder.stopped` tells the caller to cancel the request.
 - :class:`Generation` follows one request: it reads each response (text, token counts, finish

@@ -27,6 +27,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .._text import check_text, refuse
 from ..exceptions import XclientValueError
 
 Turn = tuple[str, str]  # (role, content)
@@ -225,7 +226,9 @@ _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"
 
 def message_turns(messages: Sequence[Any]) -> list[Turn]:
     """(role, text) per LangChain message: system -> ``system``, human -> ``user``, AI -> ``assistant``,
-    a ``ChatMessage`` keeps its role. Content may be a str or text blocks; other blocks are refused."""
+    a ``ChatMessage`` keeps its role. Content may be a str (``""`` included) or a list of text blocks
+    (str or ``{"type": "text", "text": str}``), joined; anything else is an XclientValueError naming
+    the message (``messages[1].content: expected a str or a list of text blocks, got int 5``)."""
     turns = []
     for index, message in enumerate(messages):
         kind = getattr(message, "type", None)
@@ -237,14 +240,17 @@ def message_turns(messages: Sequence[Any]) -> list[Turn]:
 
 
 def _text(content: Any, index: int) -> str:
+    name = f"messages[{index}].content"
     if isinstance(content, str):
-        return content
+        return check_text(content, name)
+    if not isinstance(content, (list, tuple)):
+        raise refuse(name, "a str or a list of text blocks", content)
     parts = []
-    for block in content:
+    for number, block in enumerate(content):
         if isinstance(block, str):
-            parts.append(block)
+            parts.append(check_text(block, f"{name}[{number}]"))
         elif isinstance(block, Mapping) and block.get("type") == "text":
-            parts.append(str(block.get("text", "")))
+            parts.append(check_text(block.get("text"), f"{name}[{number}]['text']"))
         else:
             kind = block.get("type") if isinstance(block, Mapping) else type(block).__name__
             raise XclientValueError(

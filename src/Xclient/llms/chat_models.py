@@ -77,6 +77,15 @@ class ChatMetaLM(MetaLMBase, BaseChatModel):
     ``response_metadata`` holds ``model_name`` and ``finish_reason``; ``usage_metadata`` the token
     counts when the model reports them (vLLM's ``num_input_tokens``/``num_output_tokens``). Errors are
     :mod:`Xclient.exceptions` types; in a stream they come after the chunks already delivered.
+
+    Text: a message's content is a str (``""`` is an empty turn) or a list of text blocks; the rendered
+    prompt is sent whole, whatever its length (a prompt beyond the model's context is the server's to
+    refuse: :class:`~Xclient.exceptions.InferenceServerError`). Other content (an int, None, bytes, an
+    image block, a str UTF-8 cannot encode) or input (``invoke(b"...")``), and stop sequences that are
+    not str, are an :class:`~Xclient.exceptions.XclientValueError` naming them
+    (``messages[0].content: expected a str or a list of text blocks, got int 5``), raised before
+    anything is sent. Output bytes that are not valid UTF-8 become U+FFFD, alike in ``invoke`` and
+    ``stream`` (a character split across stream responses is joined first, never replaced).
     """
 
     chat_template: str | None = None

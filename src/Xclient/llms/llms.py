@@ -59,7 +59,12 @@ def _result(generations: list[Generation], model_name: str) -> LLMResult:
 class MetaLM(MetaLMBase, BaseLLM):
     """A text-completion LLM on a Triton server: the prompt goes as it is; ``invoke``/``stream``/``batch``
     and their native asyncio twins. Fields and defaults: see :class:`~Xclient.llms.ChatMetaLM` (no
-    ``chat_template``). ``generation_info`` holds ``model_name``, ``finish_reason`` and ``usage``."""
+    ``chat_template``). ``generation_info`` holds ``model_name``, ``finish_reason`` and ``usage``.
+
+    Text: each prompt is a str, sent as it is (``""`` too: what an empty prompt gives is the model's
+    call); anything else is an :class:`~Xclient.exceptions.XclientValueError` (``prompt: expected a
+    str, got int 1``) raised before anything is sent. Long prompts and output bytes that are not valid
+    UTF-8 (U+FFFD) are handled as :class:`~Xclient.llms.ChatMetaLM` does."""
 
     @property
     def _llm_type(self) -> str:
