@@ -27,7 +27,7 @@ from . import _harness as h
 
 CALLS = 2000
 REPEATS = 15
-SKETCH = "Xclient coding, no flow (sketch of the fix)"
+SKETCH = "Xclient coding alone (its floor)"
 
 
 class _Stub:
@@ -74,10 +74,9 @@ def interleaved_best_us(paths: dict[str, Callable[[], Any]]) -> dict[str, float]
 
 
 def sketch(protocol: str, config: Any, stub: Any, awaited: bool) -> Callable[[], Any]:
-    """Xclient's own coding (the same checks and decoding) around a direct ``tritonclient`` call, with no
-    flow machinery: what ``infer_sample`` could cost once the config is known. The deadline goes to
-    tritonclient on gRPC (``client_timeout``, a gRPC deadline) and to ``asyncio.timeout`` for asyncio HTTP,
-    instead of ``asyncio.wait_for``."""
+    """Xclient's own coding (the same checks and decoding) around a direct ``tritonclient`` call, with none
+    of the client around it: the floor of what ``infer_sample`` can cost once the config is known. The
+    deadline goes to tritonclient on gRPC (``client_timeout``) and to ``asyncio.timeout`` for asyncio HTTP."""
     from Xclient.client._coding import finish_response, prepare_request
     from Xclient.client._transport import _http_outputs, _infer_inputs, grpc_outputs
 
@@ -216,10 +215,11 @@ def run(urls: dict[str, str], out: pathlib.Path) -> list[h.Table]:
             "The tritonclient client inside each library is replaced by a stub answering at once with a real, "
             "cached InferResult; the raw row builds its InferInput and reads as_numpy like the benchmark's floor. "
             "asyncio rows: the calls awaited one after another in one coroutine on one event loop.",
-            "'raw + asyncio.wait_for' is the raw asyncio call wrapped as Xclient's AsyncTransport wraps each call.",
+            "'raw + asyncio.wait_for' is the raw asyncio call wrapped in asyncio.wait_for (what Xclient's "
+            "AsyncTransport did per call before 2026-11-22: now gRPC carries the deadline and HTTP uses aiohttp's).",
             f"'{SKETCH}': Xclient's own request coding and response decoding (prepare_request, _infer_inputs, "
             "the outputs, finish_response) around a direct tritonclient call, the deadline given to tritonclient "
-            "(gRPC) or asyncio.timeout (asyncio HTTP): what infer_sample could cost without the flow machinery.",
+            "(gRPC) or asyncio.timeout (asyncio HTTP): the floor of infer_sample, with none of the client around it.",
         ],
     )
     out.mkdir(parents=True, exist_ok=True)
