@@ -30,7 +30,7 @@ import contextlib
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -74,7 +74,7 @@ class _Exchange:
 
     __slots__ = (
         "client", "call_args", "request", "finished", "responded", "retries",
-        "reading", "deadline", "timed_out", "ended_by_close",
+        "reading", "deadline", "timed_out", "ended_by_close", "_close",
     )  # fmt: skip
 
     def __init__(self, client: BaseModelClient, call_args: _CallArgs) -> None:
@@ -88,6 +88,7 @@ class _Exchange:
         self.deadline = 0.0
         self.timed_out = False
         self.ended_by_close = False  # the client's close() ended it: every later next() says so
+        self._close: Callable[[], None] | None = None  # the stream's close(), during a step
 
     def message(self, config: ModelConfig) -> tuple[Any, tuple[tuple[str, str], ...] | None]:
         """The request to send (checked and coded now) and its gRPC metadata."""
@@ -98,18 +99,21 @@ class _Exchange:
         metadata = grpc_metadata(client._call_headers(headers))
         return message, tuple(metadata.items()) if metadata else None
 
-    def received(self, response: Any) -> tuple[Outputs | None, bool]:
-        """What a response delivers (None: nothing, it is the empty final one), and whether it ends the
-        stream; a server error is raised."""
+    def received(self, response: Any) -> Outputs | None:
+        """What a response delivers (None: nothing, the empty final one, or None at the end of the call);
+        after the response flagged final, or the end, :attr:`finished` is set. A server error is raised."""
+        if response is None:
+            self.finished = True
+            return None
         self.responded = True
         if response.error_message:
             raise self.client._infer_failed(_server_exception(response.error_message))
         outputs = _response_outputs(response.infer_response)
-        final = _is_final(response.infer_response)
-        if outputs or not final:
+        self.finished = _is_final(response.infer_response)
+        if outputs or not self.finished:
             assert self.request is not None
-            return finish_response(outputs, self.request), final
-        return None, final
+            return finish_response(outputs, self.request)
+        return None
 
     def read_failed(self, exc: BaseException | None) -> XclientError | None:
         """The error that ends the stream after a read failed (or was cancelled: ``exc`` None), or None
@@ -128,21 +132,34 @@ class _Exchange:
             exc = _server_exception(exc.details() or "", exc)
         return client._infer_failed(exc if exc is not None else ConnectionError("the stream was cancelled"))
 
-    def retry_pause(self, error: XclientError) -> float | None:
+    def retry_pause(self, error: XclientError) -> float:
         """The pause before sending the request again (it failed before its first response, without
-        reaching the server: ``error.retryable``), up to the client's ``retries``; None: raise ``error``."""
+        reaching the server: ``error.retryable``), up to the client's ``retries``; otherwise ``error`` is raised."""
         client = self.client
         pause = None if self.responded else retry_pause(error, self.retries, client._retries, client._retry_backoff_s)
-        if pause is not None:
-            self.retries += 1
+        if pause is None:
+            raise error
+        self.retries += 1
         return pause
 
-    def failed(self, error: BaseException) -> None:
-        """The stream ends with ``error`` (the caller then closes it): the model may have gone away, and
-        its config changed."""
-        self.ended_by_close = isinstance(error, ClientClosedError)
-        if isinstance(error, XclientError):
-            self.client._forget_config(error)
+    def stepping(self, close: Callable[[], None]) -> _Exchange:
+        """``with state.stepping(stream.close):`` around each step of a stream: when the stream ends (at
+        its end, after its final response, on an error or an interrupt), ``close`` is called."""
+        self._close = close
+        return self
+
+    def __enter__(self) -> _Exchange:
+        return self
+
+    def __exit__(self, exc_type: object, error: BaseException | None, traceback: object) -> None:
+        close, self._close = self._close, None
+        if error is not None:
+            self.finished = True
+            self.ended_by_close = isinstance(error, ClientClosedError)
+            if isinstance(error, XclientError):
+                self.client._forget_config(error)  # the model may have gone away, and its config changed
+        if self.finished and close is not None:
+            close()  # the call is let go at once (cancelled, unless the server has ended it)
 
 
 # -- one stream, on an event loop (AsyncioDecoupledModelClient) ------------------------------------
@@ -173,7 +190,7 @@ class _Stream:
         """The outputs of the next response, or None once the stream has ended."""
         self._loop = asyncio.get_running_loop()
         state = self._state
-        try:
+        with state.stepping(self.close):
             while not state.finished:
                 if self._call is None:
                     await self._start()  # may find the stream closed meanwhile: the loop checks
@@ -181,24 +198,11 @@ class _Stream:
                 try:
                     response = await self._read()
                 except XclientError as error:
-                    pause = state.retry_pause(error)
-                    if pause is None:
-                        raise
                     self._call = None
-                    await asyncio.sleep(pause)
+                    await asyncio.sleep(state.retry_pause(error))  # or raise it
                     continue
-                if response is None:
-                    break
-                outputs, final = state.received(response)
-                if final:
-                    self.close()
-                if outputs is not None:
+                if (outputs := state.received(response)) is not None:
                     return outputs
-        except BaseException as error:
-            state.failed(error)
-            self.close()
-            raise
-        self.close()  # ended: nothing to cancel, but the call is let go
         return None
 
     def close(self) -> None:
@@ -250,9 +254,7 @@ class _Stream:
             return None if response is grpc.aio.EOF else response
         finally:
             state.reading = False
-        if error is None:
-            return None
-        raise error  # outside the handlers: no __context__ (see _Exchange.read_failed)
+        return _raise_if(error)  # outside the handlers: no __context__ (see _Exchange.read_failed)
 
     def _check_deadline(self) -> None:
         """The stream's timer: cancel the call when a read has waited ``inference_timeout_s``; otherwise
@@ -293,7 +295,7 @@ class _SyncStream:
         state = self.state
         if state.ended_by_close:
             self._client._check_open()  # every later next() on a closed client says so
-        try:
+        with state.stepping(self.close):  # KeyboardInterrupt while waiting, too, cancels the request
             while not state.finished:
                 if self.call is None:
                     self._start()  # may find the stream closed meanwhile: the loop checks
@@ -301,24 +303,11 @@ class _SyncStream:
                 try:
                     response = self._read()
                 except XclientError as error:
-                    pause = state.retry_pause(error)
-                    if pause is None:
-                        raise
                     self._drop_call()
-                    time.sleep(pause)
+                    time.sleep(state.retry_pause(error))  # or raise it
                     continue
-                if response is None:
-                    break
-                outputs, final = state.received(response)
-                if final:
-                    self.close()
-                if outputs is not None:
+                if (outputs := state.received(response)) is not None:
                     return outputs
-        except BaseException as error:  # KeyboardInterrupt while waiting, too: the request is cancelled
-            state.failed(error)
-            self.close()
-            raise
-        self.close()
         return None
 
     def close(self) -> None:
@@ -361,9 +350,7 @@ class _SyncStream:
                 error = state.read_failed(e)
             finally:
                 state.reading = False
-        if error is None:
-            return None
-        raise error  # outside the handlers: no __context__ (see _Exchange.read_failed)
+        return _raise_if(error)  # outside the handlers: no __context__ (see _Exchange.read_failed)
 
     def time_out(self) -> None:
         """The watchdog's verdict: the read waited too long; its call is cancelled."""
@@ -523,6 +510,12 @@ def _server_exception(message: str, rpc_error: Any = None) -> Exception:
     return InferenceServerException(
         msg=message, status=str(rpc_error.code()), debug_details=rpc_error.debug_error_string()
     )
+
+
+def _raise_if(error: XclientError | None) -> None:
+    """Raise ``error``, if any (a read that failed); None: the read ended the stream quietly."""
+    if error is not None:
+        raise error
 
 
 def _task_is_cancelled() -> bool:
