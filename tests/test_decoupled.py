@@ -9,6 +9,7 @@ server saw the cancel), ``stream`` (the final flag on the last response), ``stre
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import gc
 import inspect
@@ -31,7 +32,7 @@ from .conftest import MODELS
 from .test_asyncio import spy_calls
 
 KEY = "sk-stream-0123456789abcdef"  # noqa: S105
-LOOP_THREAD = "DecoupledModelClient-loop"
+WATCHDOG = "DecoupledModelClient-watchdog"
 Client = DecoupledModelClient | AsyncioDecoupledModelClient
 Stream = ResponseStream | AsyncResponseStream
 
@@ -104,8 +105,8 @@ async def assert_model_is_free(client: Client, within_s: float = 1.5) -> None:
     assert time.monotonic() - started < within_s
 
 
-def loop_threads() -> list[threading.Thread]:
-    return [thread for thread in threading.enumerate() if thread.name == LOOP_THREAD]
+def watchdogs() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == WATCHDOG]
 
 
 # -- what a stream delivers --------------------------------------------------------------------
@@ -153,15 +154,14 @@ async def test_separate_empty_final_response_ends_the_stream_and_the_batch_axis_
 
 async def test_every_request_asks_for_an_empty_final_response_and_parameters_pass_through(url, make_client):
     client = make_client(url, "stream_empty_final")
-    inner = client._client if isinstance(client, DecoupledModelClient) else client
     sent: list[Any] = []
-    stream_infer = inner._stream_infer
+    stream_infer = client._stream_infer
 
     def spy(message, **kwargs):
         sent.append(message)
         return stream_infer()(message, **kwargs)
 
-    inner._stream_infer = lambda: spy
+    client._stream_infer = lambda: spy
     parameters = {"语言": "中文", "max_tokens": 3, "temperature": 0.5, "stream": True}
     items = await collect(client.infer_sample(n=1, parameters=parameters))
     assert len(sent) == 1 and sent[0].parameters[EMPTY_FINAL_PARAMETER].bool_param
@@ -328,12 +328,12 @@ async def test_concurrent_streams_on_one_client_run_at_once_and_do_not_mix(url, 
     assert [text(items) for items in results] == texts
 
 
-def test_close_cancels_open_streams_and_stops_the_loop_thread(url):
-    before = set(loop_threads())
+def test_close_cancels_open_streams_and_stops_the_watchdog(url):
+    before = set(watchdogs())
     client = DecoupledModelClient(url, "text_stream")
     stream = client.infer_sample(text_input="慢慢来", delay_s=3.0)
     assert next(stream)["text_output"].tolist() == ["慢".encode()]
-    (loop_thread,) = set(loop_threads()) - before
+    (watchdog,) = set(watchdogs()) - before
     raised: list[BaseException] = []
     reader = threading.Thread(target=lambda: raised.extend(_error_of(lambda: next(stream))))
     reader.start()
@@ -343,7 +343,8 @@ def test_close_cancels_open_streams_and_stops_the_loop_thread(url):
     reader.join(2.0)
     assert time.monotonic() - started < 1.5
     assert not reader.is_alive() and len(raised) == 1 and isinstance(raised[0], errors.ClientClosedError)
-    assert not loop_thread.is_alive()
+    assert raised[0].__context__ is None  # no grpc call (nor its channel) kept alive by the error
+    assert not watchdog.is_alive()
     client.close()
     with pytest.raises(errors.ClientClosedError):
         client.infer_sample("x")
@@ -353,14 +354,54 @@ def test_close_cancels_open_streams_and_stops_the_loop_thread(url):
         asyncio.run(assert_model_is_free(again))  # the cancelled request stopped on the server
 
 
-def test_an_unclosed_client_stops_its_loop_thread_when_garbage_collected(url):
-    before = loop_threads()
+def test_an_unclosed_client_stops_its_watchdog_when_garbage_collected(url):
+    before = watchdogs()
     client = DecoupledModelClient(url, "text_stream")
     assert text(list(client.infer_sample("在"))) == "在"
-    assert len(loop_threads()) == len(before) + 1
+    assert len(watchdogs()) == len(before) + 1
     del client
     gc.collect()
-    assert loop_threads() == before
+    assert watchdogs() == before
+
+
+def test_one_watchdog_per_sync_client_times_out_a_stalled_stream_and_spares_a_slow_reader(url):
+    before = watchdogs()
+    with DecoupledModelClient(url, "stream_empty_final", inference_timeout_s=0.4) as client:
+        assert client.model_config.decoupled
+        assert watchdogs() == before  # config and readiness start no thread
+        stalled = client.infer_sample(n=3, delay_s=1.5)  # the first response at once, then 1.5 s apart
+        slow = client.infer_sample(n=3)
+        seen = [int(next(slow)["i"][0])]
+        (watchdog,) = set(watchdogs()) - set(before)  # started by the first stream
+        assert watchdog.daemon
+        assert int(next(stalled)["i"][0]) == 0
+        started = time.monotonic()
+        with pytest.raises(errors.XclientTimeoutError) as info:
+            next(stalled)
+        assert 0.3 < time.monotonic() - started < 1.2
+        assert info.value.__context__ is None and info.value.model == "stream_empty_final"
+        assert list(stalled) == []  # ended
+        for item in slow:  # 0.5 s between reads, more than the timeout: the reader's pauses do not count
+            time.sleep(0.5)
+            seen.append(int(item["i"][0]))
+        assert seen == [0, 1, 2]
+        assert set(watchdogs()) - set(before) == {watchdog}  # one per client, however many streams
+    assert not watchdog.is_alive()
+
+
+def test_keyboard_interrupt_while_waiting_cancels_the_request(url):
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("KeyboardInterrupt is delivered to the main thread")
+    with DecoupledModelClient(url, "text_stream") as client:
+        stream = client.infer_sample(text_input="慢慢来", delay_s=3.0)
+        next(stream)
+        timer = threading.Timer(0.3, _thread.interrupt_main)
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            next(stream)
+        timer.join()
+        assert list(stream) == []
+        asyncio.run(assert_model_is_free(client))
 
 
 def _error_of(call: Callable[[], object]) -> list[BaseException]:

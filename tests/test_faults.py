@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import grpc
 import pytest
 
 from Xclient.client import DecoupledModelClient, ServerClient
@@ -246,16 +247,16 @@ def protocol() -> str:
 def spy_streams(driver: Driver, fail_after_first_response: Any = None) -> list[Any]:
     """Record each request a streaming client sends; optionally make its second read fail as if the
     server had become unreachable (pass the ``grpc`` module)."""
-    inner = driver.client._client if isinstance(driver.client, DecoupledModelClient) else driver.client
-    stream_infer = inner._stream_infer
+    stream_infer = driver.client._stream_infer
+    failing = _SyncFailingAfterFirstRead if isinstance(driver.client, DecoupledModelClient) else _FailingAfterFirstRead
     sent: list[Any] = []
 
     def start(message: Any, **kwargs: Any) -> Any:
         sent.append(message)
         call = stream_infer()(message, **kwargs)
-        return _FailingAfterFirstRead(call, fail_after_first_response) if fail_after_first_response else call
+        return failing(call, fail_after_first_response) if fail_after_first_response else call
 
-    inner._stream_infer = lambda: start
+    driver.client._stream_infer = lambda: start
     return sent
 
 
@@ -282,3 +283,39 @@ class _FailingAfterFirstRead:
 
     def cancel(self) -> bool:
         return self._call.cancel()
+
+
+class _SyncFailingAfterFirstRead:
+    """The same for a sync gRPC call (an iterator of responses)."""
+
+    def __init__(self, call: Any, grpc: Any) -> None:
+        self._call = call
+        self._grpc = grpc
+        self._reads = 0
+
+    def __next__(self) -> Any:
+        self._reads += 1
+        if self._reads > 1:
+            self._call.cancel()
+            raise _Unavailable()
+        return next(self._call)
+
+    def cancel(self) -> bool:
+        return self._call.cancel()
+
+
+class _Unavailable(grpc.RpcError):
+    """A sync gRPC error as a call raises it: UNAVAILABLE, 'failed to connect to all addresses'."""
+
+    def __init__(self) -> None:
+        super().__init__("failed to connect to all addresses")
+        self._code = grpc.StatusCode.UNAVAILABLE
+
+    def code(self) -> Any:
+        return self._code
+
+    def details(self) -> str:
+        return "failed to connect to all addresses"
+
+    def debug_error_string(self) -> str:
+        return "UNAVAILABLE: failed to connect to all addresses"

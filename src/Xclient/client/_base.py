@@ -214,7 +214,11 @@ class BaseClient:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise ClientClosedError(f"{self!r} is closed; create a new client", model=self._ctx.model)
+            raise self._closed_error()
+
+    def _closed_error(self) -> ClientClosedError:
+        """The error of a call on a closed client."""
+        return ClientClosedError(f"{self!r} is closed; create a new client", model=self._ctx.model)
 
     def _call_headers(self, headers: Mapping[str, str] | None) -> dict[str, str] | None:
         return merge_headers(self._headers, headers)
@@ -430,7 +434,7 @@ class Inference:
 
 
 class ClientWrapper:
-    """A client that serves through an inner model client (the futures and sync streaming clients)."""
+    """A client that serves through an inner model client (the futures client)."""
 
     _client: BaseModelClient
 

@@ -2,43 +2,48 @@
 
 Design, one place for each rule:
 
-- :class:`_Stream` is one request and its responses, on an asyncio loop. Every rule of a stream
-  lives there once: the request (built from the public protobuf, since ``tritonclient`` refuses the
-  ``triton_`` parameter this needs), the per-response timeout, the end of the stream (the response
-  flagged ``triton_final_response`` is delivered, then the stream stops), errors, and cancellation.
-- :class:`AsyncioDecoupledModelClient` runs streams on the caller's loop; config and readiness come
-  from the shared flows (:class:`~Xclient.client._asyncio.AsyncClientMixin`), once per client.
-- :class:`DecoupledModelClient` is a thin sync bridge: it owns an :class:`AsyncioDecoupledModelClient`
-  and a private event-loop thread (started on first use, stopped and joined by ``close()``) and only
-  waits for what the asyncio code does there.
+- :class:`_Exchange` is what every stream does, without I/O: the request (built from the public
+  protobuf, since ``tritonclient`` refuses the ``triton_`` parameter this needs), each response (a
+  server error, the outputs, the end: the response flagged ``triton_final_response`` is delivered
+  unless it is empty, then the stream stops), the translation of a failed read (timeout, closed
+  client, gRPC status), the retry rule, and the per-response deadline state (``reading``,
+  ``deadline``, ``timed_out``).
+- :class:`_Stream` waits for it on an asyncio loop (``grpc.aio``): one timer per stream, moved lazily,
+  enforces the deadline. :class:`AsyncioDecoupledModelClient` runs streams on the caller's loop.
+- :class:`_SyncStream` waits for it in the caller's thread (sync ``grpc``, no event loop, no hop to
+  another thread). One watchdog daemon thread per client (:class:`_Watchdog`, started by the first
+  stream; ``close()`` and garbage collection stop and join it) enforces the deadlines of all its
+  streams: it sleeps until the earliest one and cancels the calls whose read waited too long.
+  :class:`DecoupledModelClient` is a sync model client like :class:`~Xclient.client.ModelClient`:
+  config and readiness come from the shared sync flows over its ``tritonclient.grpc`` transport.
 
-Streams share the gRPC channel of the client's transport (the ``tritonclient`` aio client's), so a
-client has one connection, one set of channel options (TLS, message size, keepalive) and one close.
-Each request is its own ``ModelStreamInfer`` call, so cancelling a call cancels exactly one request.
+Streams share the gRPC channel of the client's transport (the ``tritonclient`` client's
+``_channel``), so a client has one connection, one set of channel options (TLS, message size,
+keepalive) and one close. Each request is its own ``ModelStreamInfer`` call, so cancelling a call
+cancels exactly one request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import queue
 import threading
+import time
 import weakref
-from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
 from ..exceptions import ClientClosedError, XclientError, XclientValueError
 from ._asyncio import AsyncClientMixin
-from ._base import ClientWrapper, retry_pause
+from ._base import BaseModelClient, retry_pause
 from ._coding import PreparedRequest, finish_response
 from ._config import ModelConfig
-from ._loop_thread import _LoopThread
+from ._loop_thread import _LOOP_THREADS
+from ._model_client import SyncClientMixin
 from ._transport import grpc_metadata, grpc_outputs, triton_dtype
 
-T = TypeVar("T")
 Outputs = dict[str, np.ndarray]
 #: What infer_sample / infer_batch were given: args, named inputs, batch, parameters, headers.
 _CallArgs = tuple[tuple[Any, ...], dict[str, Any], bool, "Mapping[str, Any] | None", "Mapping[str, str] | None"]
@@ -55,7 +60,109 @@ RESERVED_PARAMETERS = frozenset(
 RESERVED_PREFIX = "triton_"
 
 
-# -- one stream, on the event loop ---------------------------------------------------------------
+# -- what every stream does, without I/O ---------------------------------------------------------
+
+
+class _Exchange:
+    """One streaming request's rules, shared by :class:`_Stream` (asyncio) and :class:`_SyncStream`:
+    these only wait (for the config, the call, each response, a retry's pause) and hand over what came.
+
+    ``reading``, ``deadline`` and ``timed_out`` are the per-response deadline: a read sets its
+    deadline (``inference_timeout_s`` from now) and ``reading``; whoever enforces it (the stream's
+    timer, or the client's watchdog) sets ``timed_out`` before cancelling the call.
+    """
+
+    __slots__ = (
+        "client", "call_args", "request", "finished", "responded", "retries",
+        "reading", "deadline", "timed_out", "ended_by_close", "_close",
+    )  # fmt: skip
+
+    def __init__(self, client: BaseModelClient, call_args: _CallArgs) -> None:
+        self.client = client
+        self.call_args = call_args
+        self.request: PreparedRequest | None = None
+        self.finished = False
+        self.responded = False  # a response came: the request is never sent again
+        self.retries = 0
+        self.reading = False
+        self.deadline = 0.0
+        self.timed_out = False
+        self.ended_by_close = False  # the client's close() ended it: every later next() says so
+        self._close: Callable[[], None] | None = None  # the stream's close(), during a step
+
+    def message(self, config: ModelConfig) -> tuple[Any, tuple[tuple[str, str], ...] | None]:
+        """The request to send (checked and coded now) and its gRPC metadata."""
+        client = self.client
+        args, kwargs, batch, parameters, headers = self.call_args
+        self.request = client._prepare(config, args, kwargs, batch)
+        message = build_infer_request(*client._model_args(), self.request.inputs, parameters)
+        metadata = grpc_metadata(client._call_headers(headers))
+        return message, tuple(metadata.items()) if metadata else None
+
+    def received(self, response: Any) -> Outputs | None:
+        """What a response delivers (None: nothing, the empty final one, or None at the end of the call);
+        after the response flagged final, or the end, :attr:`finished` is set. A server error is raised."""
+        if response is None:
+            self.finished = True
+            return None
+        self.responded = True
+        if response.error_message:
+            raise self.client._infer_failed(_server_exception(response.error_message))
+        outputs = _response_outputs(response.infer_response)
+        self.finished = _is_final(response.infer_response)
+        if outputs or not self.finished:
+            assert self.request is not None
+            return finish_response(outputs, self.request)
+        return None
+
+    def read_failed(self, exc: BaseException | None) -> XclientError | None:
+        """The error that ends the stream after a read failed (or was cancelled: ``exc`` None), or None
+        when the stream's own close cancelled it. Callers raise it outside their ``except`` blocks: a gRPC
+        error as ``__context__`` would keep the call's frames, hence the client's channel, alive."""
+        client = self.client
+        if client._closed:  # the client's close() cancelled every stream
+            return client._closed_error()
+        if self.timed_out:
+            return client._infer_failed(TimeoutError("waiting for the next response; the request was cancelled"))
+        if self.finished:
+            return None
+        import grpc
+
+        if isinstance(exc, grpc.RpcError) and callable(getattr(exc, "details", None)):
+            exc = _server_exception(exc.details() or "", exc)
+        return client._infer_failed(exc if exc is not None else ConnectionError("the stream was cancelled"))
+
+    def retry_pause(self, error: XclientError) -> float:
+        """The pause before sending the request again (it failed before its first response, without
+        reaching the server: ``error.retryable``), up to the client's ``retries``; otherwise ``error`` is raised."""
+        client = self.client
+        pause = None if self.responded else retry_pause(error, self.retries, client._retries, client._retry_backoff_s)
+        if pause is None:
+            raise error
+        self.retries += 1
+        return pause
+
+    def stepping(self, close: Callable[[], None]) -> _Exchange:
+        """``with state.stepping(stream.close):`` around each step of a stream: when the stream ends (at
+        its end, after its final response, on an error or an interrupt), ``close`` is called."""
+        self._close = close
+        return self
+
+    def __enter__(self) -> _Exchange:
+        return self
+
+    def __exit__(self, exc_type: object, error: BaseException | None, traceback: object) -> None:
+        close, self._close = self._close, None
+        if error is not None:
+            self.finished = True
+            self.ended_by_close = isinstance(error, ClientClosedError)
+            if isinstance(error, XclientError):
+                self.client._forget_config(error)  # the model may have gone away, and its config changed
+        if self.finished and close is not None:
+            close()  # the call is let go at once (cancelled, unless the server has ended it)
+
+
+# -- one stream, on an event loop (AsyncioDecoupledModelClient) ------------------------------------
 
 
 class _Stream:
@@ -70,79 +177,40 @@ class _Stream:
     once a response has been delivered, never.
     """
 
-    def __init__(
-        self, client: AsyncioDecoupledModelClient, call_args: _CallArgs, loop: asyncio.AbstractEventLoop | None = None
-    ) -> None:
+    def __init__(self, client: AsyncioDecoupledModelClient, call_args: _CallArgs) -> None:
         self._client = client
-        self._call_args = call_args
-        self._loop = loop
+        self._state = _Exchange(client, call_args)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._call: Any = None
-        self._request: PreparedRequest | None = None
-        self._finished = False
-        self._responded = False  # a response came: the request is never sent again
-        self._retries = 0
         # The per-response deadline: one timer per stream, moved lazily (see _check_deadline), so that
         # a response costs no timer of its own.
-        self._reading = False
-        self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
-        self._timed_out = False
-        self.pump: asyncio.Task[None] | None = None  # the sync bridge's reader (ResponseStream), kept alive here
 
     async def next(self) -> Outputs | None:
         """The outputs of the next response, or None once the stream has ended."""
         self._loop = asyncio.get_running_loop()
-        try:
-            while not self._finished:
+        state = self._state
+        with state.stepping(self.close):
+            while not state.finished:
                 if self._call is None:
                     await self._start()  # may find the stream closed meanwhile: the loop checks
                     continue
                 try:
                     response = await self._read()
                 except XclientError as error:
-                    if await self._retried(error):
-                        continue
-                    raise
-                if response is None:
-                    break
-                self._responded = True
-                if response.error_message:
-                    raise self._client._infer_failed(_server_exception(response.error_message))
-                outputs = _response_outputs(response.infer_response)
-                final = _is_final(response.infer_response)
-                if final:
-                    self.close()
-                if outputs or not final:
-                    assert self._request is not None
-                    return finish_response(outputs, self._request)
-        except XclientError as error:
-            self._client._forget_config(error)  # the model went away: its config may change
-            self.close()
-            raise
-        except BaseException:
-            self.close()
-            raise
-        self.close()  # ended: nothing to cancel, but the call is let go
+                    self._call = None
+                    await asyncio.sleep(state.retry_pause(error))  # or raise it
+                    continue
+                if (outputs := state.received(response)) is not None:
+                    return outputs
         return None
-
-    async def _retried(self, error: XclientError) -> bool:
-        """Send the request again after the client's backoff when it failed before its first response
-        and never reached the server (``error.retryable``), up to the client's ``retries``."""
-        client = self._client
-        pause = None if self._responded else retry_pause(error, self._retries, client._retries, client._retry_backoff_s)
-        if pause is None:
-            return False
-        self._retries += 1
-        self._call = None
-        await asyncio.sleep(pause)
-        return True
 
     def close(self) -> None:
         """End the stream; a request still running is cancelled (its gRPC call). Loop thread only.
 
         The call is let go: a stream object that outlives its end (kept by the caller, or by the
         traceback of its error) must not keep the client's channel alive after the client is closed."""
-        self._finished = True
+        self._state.finished = True
         call, self._call = self._call, None
         if call is not None and not call.done():
             call.cancel()
@@ -151,72 +219,233 @@ class _Stream:
             timer.cancel()
 
     def close_soon(self) -> None:
-        """:meth:`close` from any thread (a finalizer, the sync bridge): scheduled on the stream's loop."""
+        """:meth:`close` from any thread (a finalizer): scheduled on the stream's loop."""
         loop = self._loop
         if loop is None:  # never iterated: nothing was sent
-            self._finished = True
+            self._state.finished = True
             return
         with contextlib.suppress(RuntimeError):  # the loop is closed, and with it the client's channel
             loop.call_soon_threadsafe(self.close)
 
     async def _start(self) -> None:
-        client = self._client
-        args, kwargs, batch, parameters, headers = self._call_args
-        config = await client._get_config()
-        self._request = client._prepare(config, args, kwargs, batch)
-        message = build_infer_request(*client._model_args(), self._request.inputs, parameters)
-        if self._finished:
-            return
-        metadata = grpc_metadata(client._call_headers(headers))
-        self._call = client._stream_infer()(message, metadata=tuple(metadata.items()) if metadata else None)
+        message, metadata = self._state.message(await self._client._get_config())
+        if not self._state.finished:
+            self._call = self._client._stream_infer()(message, metadata=metadata)
 
     async def _read(self) -> Any:
         """The next gRPC response, or None at the end of the call or when the stream was closed."""
         import grpc
 
+        state = self._state
         loop = asyncio.get_running_loop()
-        self._deadline = loop.time() + self._client._inference_timeout_s
+        state.deadline = loop.time() + self._client._inference_timeout_s
         if self._timer is None:
-            self._timer = loop.call_at(self._deadline, self._check_deadline)
-        self._reading = True
+            self._timer = loop.call_at(state.deadline, self._check_deadline)
+        state.reading = True
         try:
             response = await self._call.read()
         except asyncio.CancelledError:
-            if _task_is_cancelled():
+            if _task_is_cancelled() or not (self._client._closed or state.timed_out or state.finished):
                 raise
-            self._client._check_open()  # the client's close() cancelled every stream
-            if not self._timed_out:
-                if self._finished:  # this stream's close() cancelled it
-                    return None
-                raise
-            error = self._client._infer_failed(TimeoutError("waiting for the next response; the request was cancelled"))
+            error = state.read_failed(None)
         except Exception as e:  # noqa: BLE001 - translated into the Xclient error tree
-            self._client._check_open()
-            if isinstance(e, grpc.aio.AioRpcError):
-                e = _server_exception(e.details() or "", e)
-            error = self._client._infer_failed(e)
+            error = state.read_failed(e)
         else:
             return None if response is grpc.aio.EOF else response
         finally:
-            self._reading = False
-        # Raised outside the handlers, so that it has no __context__: grpc's exception would keep the call's
-        # frames, hence the call and the client's channel, alive as long as the caller keeps this error.
-        raise error
+            state.reading = False
+        return _raise_if(error)  # outside the handlers: no __context__ (see _Exchange.read_failed)
 
     def _check_deadline(self) -> None:
         """The stream's timer: cancel the call when a read has waited ``inference_timeout_s``; otherwise
         come back at the current read's deadline (or, between reads, one timeout later)."""
         self._timer = None
-        if self._finished or self._call is None:
+        state = self._state
+        if state.finished or self._call is None:
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
-        if self._reading and now >= self._deadline:
-            self._timed_out = True
+        if state.reading and now >= state.deadline:
+            state.timed_out = True
             self._call.cancel()  # the pending read raises CancelledError, turned into the timeout error
             return
-        when = self._deadline if self._reading else now + self._client._inference_timeout_s
+        when = state.deadline if state.reading else now + self._client._inference_timeout_s
         self._timer = loop.call_at(when, self._check_deadline)
+
+
+# -- one stream, in the caller's thread (DecoupledModelClient) -------------------------------------
+
+
+class _SyncStream:
+    """One streaming request and its responses, read in the caller's thread over sync gRPC.
+
+    The same rules as :class:`_Stream` (they are :class:`_Exchange`'s); the client's :class:`_Watchdog`
+    enforces the per-response deadline. :meth:`close` may be called from any thread.
+    """
+
+    __slots__ = ("_client", "state", "call")
+
+    def __init__(self, client: DecoupledModelClient, call_args: _CallArgs) -> None:
+        self._client = client
+        self.state = _Exchange(client, call_args)
+        self.call: Any = None
+
+    def next(self) -> Outputs | None:
+        """The outputs of the next response, or None once the stream has ended."""
+        state = self.state
+        if state.ended_by_close:
+            self._client._check_open()  # every later next() on a closed client says so
+        with state.stepping(self.close):  # KeyboardInterrupt while waiting, too, cancels the request
+            while not state.finished:
+                if self.call is None:
+                    self._start()  # may find the stream closed meanwhile: the loop checks
+                    continue
+                try:
+                    response = self._read()
+                except XclientError as error:
+                    self._drop_call()
+                    time.sleep(state.retry_pause(error))  # or raise it
+                    continue
+                if (outputs := state.received(response)) is not None:
+                    return outputs
+        return None
+
+    def close(self) -> None:
+        """End the stream; a request still running is cancelled (its gRPC call). Any thread."""
+        self.state.finished = True
+        self._drop_call()
+
+    def _drop_call(self) -> None:
+        call, self.call = self.call, None
+        if call is not None:
+            self._client._watchdog.unwatch(self)
+            call.cancel()  # nothing happens when the call has ended
+
+    def _start(self) -> None:
+        client = self._client
+        message, metadata = self.state.message(client._get_config())
+        if self.state.finished:
+            return
+        self.call = client._stream_infer()(message, metadata=metadata)
+        if not client._watchdog.watch(self):  # the client was closed meanwhile
+            self._drop_call()
+            client._check_open()
+        if self.state.finished:  # closed from another thread meanwhile
+            self._drop_call()
+
+    def _read(self) -> Any:
+        """The next gRPC response, or None at the end of the call or when the stream was closed."""
+        state = self.state
+        call = self.call
+        if call is None:  # closed from another thread, or by the client's close()
+            error = state.read_failed(None)
+        else:
+            state.deadline = time.monotonic() + self._client._inference_timeout_s
+            state.reading = True
+            try:
+                return next(call)
+            except StopIteration:
+                return None
+            except Exception as e:  # noqa: BLE001 - translated into the Xclient error tree
+                error = state.read_failed(e)
+            finally:
+                state.reading = False
+        return _raise_if(error)  # outside the handlers: no __context__ (see _Exchange.read_failed)
+
+    def time_out(self) -> None:
+        """The watchdog's verdict: the read waited too long; its call is cancelled."""
+        self.state.timed_out = True
+        call = self.call
+        if call is not None:
+            call.cancel()
+
+
+class _Watchdog:
+    """The per-response deadlines of one sync client's streams: one daemon thread, started by the first
+    stream, that sleeps until the earliest deadline of a waiting read and cancels the calls whose read
+    has waited ``timeout_s`` (the stream then raises the timeout error). A read costs no wake-up of its
+    own: it only sets its deadline, which never comes before the watchdog's next check (every deadline
+    is ``timeout_s`` after its read began, so the watchdog comes back at least every ``timeout_s``).
+
+    It holds the client's open streams, so :meth:`stop` (``close()``, or garbage collection of an unclosed
+    client) cancels them; it never holds the client itself.
+    """
+
+    def __init__(self, name: str, timeout_s: float) -> None:
+        self._name = name
+        self._timeout_s = timeout_s
+        self._cond = threading.Condition()  # re-entrant: a finalizer may close a stream on this thread
+        self._streams: set[_SyncStream] = set()
+        self._thread: threading.Thread | None = None
+        self._idle = False
+        self._stopped = False
+
+    def watch(self, stream: _SyncStream) -> bool:
+        """Watch ``stream``'s reads from now on (False: stopped, the client is closed)."""
+        with self._cond:
+            if self._stopped:
+                return False
+            self._streams.add(stream)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
+                self._thread.start()
+            elif self._idle:
+                self._cond.notify()
+            return True
+
+    def unwatch(self, stream: _SyncStream) -> None:
+        with self._cond:
+            self._streams.discard(stream)
+
+    def stop(self) -> None:
+        """Cancel every open stream, stop the thread and join it (never from the thread itself, nor from
+        a loop thread, where garbage collection may run this: neither ever blocks on another thread)."""
+        with self._cond:
+            self._stopped = True
+            streams, self._streams = tuple(self._streams), set()
+            self._cond.notify()
+            thread = self._thread
+        for stream in streams:
+            call = stream.call
+            if call is not None:
+                call.cancel()
+        current = threading.current_thread()
+        if thread is not None and current is not thread and current not in _LOOP_THREADS:
+            thread.join()
+
+    def _serve(self) -> None:
+        cond = self._cond
+        while True:
+            with cond:
+                if self._stopped:
+                    return
+                if not self._streams:
+                    self._idle = True
+                    cond.wait()
+                    self._idle = False
+                    continue
+                expired, wait_s = self._expired()
+                if not expired:
+                    cond.wait(wait_s)
+            # Cancelled outside the lock; and no stream stays referenced by this frame while it waits
+            # (it would keep its client alive).
+            while expired:
+                expired.pop().time_out()
+
+    def _expired(self) -> tuple[list[_SyncStream], float]:
+        """The streams whose read has waited too long (no longer watched), and how long to wait otherwise."""
+        now = time.monotonic()
+        wake = now + self._timeout_s  # between reads: a read starting now ends its wait no sooner
+        expired = []
+        for stream in tuple(self._streams):
+            state = stream.state
+            if state.reading:
+                if now >= state.deadline:
+                    expired.append(stream)
+                    self._streams.discard(stream)
+                else:
+                    wake = min(wake, state.deadline)
+        return expired, wake - now
 
 
 def build_infer_request(
@@ -283,6 +512,12 @@ def _server_exception(message: str, rpc_error: Any = None) -> Exception:
     )
 
 
+def _raise_if(error: XclientError | None) -> None:
+    """Raise ``error``, if any (a read that failed); None: the read ended the stream quietly."""
+    if error is not None:
+        raise error
+
+
 def _task_is_cancelled() -> bool:
     """True when the running task itself is being cancelled (Python 3.11+ can tell; 3.10 says False)."""
     task = asyncio.current_task()
@@ -335,39 +570,25 @@ class ResponseStream:
     Nothing is sent before the first ``next()``. Leave early with ``close()`` or ``with``; ``break``
     and garbage collection also cancel the request on the server.
 
-    From the first ``next()`` on, a task on the client's loop thread reads the responses as they come
-    and queues them for this iterator (one hand-over per response, not a round trip to the loop); the
-    per-response deadline bounds the server's silence, not the pauses of a slow reader.
+    Each ``next()`` reads the next response in the calling thread, straight from the gRPC call; the
+    per-response deadline bounds the server's silence while a read waits, not the pauses of a slow reader.
     """
 
-    def __init__(self, stream: _Stream, loop_thread: _LoopThread) -> None:
+    def __init__(self, stream: _SyncStream) -> None:
         self._stream = stream
-        self._loop_thread = loop_thread
-        self._queue: queue.SimpleQueue[tuple[bool, Any]] | None = None  # (ended, outputs or error or None)
 
     def __iter__(self) -> ResponseStream:
         return self
 
     def __next__(self) -> Outputs:
-        if self._queue is None:
-            self._queue = queue.SimpleQueue()
-            self._loop_thread.call_soon(_start_pump, self._stream, self._queue, self._loop_thread.closed_error)
-        try:
-            ended, value = self._queue.get()
-        except BaseException:  # interrupted while waiting (KeyboardInterrupt): the request is cancelled
-            self.close()
-            raise
-        if not ended:
-            return value
-        # Every later next() stops too; on a closed client, with the same error.
-        self._queue.put((True, value if isinstance(value, ClientClosedError) else None))
-        if value is not None:
-            raise value
-        raise StopIteration
+        outputs = self._stream.next()
+        if outputs is None:
+            raise StopIteration
+        return outputs
 
     def close(self) -> None:
         """Stop the stream, cancelling its request on the server if it still runs. Closing twice is fine."""
-        self._stream.close_soon()
+        self._stream.close()
 
     def __enter__(self) -> ResponseStream:
         return self
@@ -380,28 +601,54 @@ class ResponseStream:
             self.close()
 
 
-def _start_pump(stream: _Stream, responses: queue.SimpleQueue[tuple[bool, Any]], closed: Callable[[], Any]) -> None:
-    stream.pump = asyncio.get_running_loop().create_task(_pump(stream, responses, closed))
-
-
-async def _pump(stream: _Stream, responses: queue.SimpleQueue[tuple[bool, Any]], closed: Callable[[], Any]) -> None:
-    """Read ``stream`` to its end on the loop, queueing each response's outputs, then (True, error or None)."""
-    try:
-        while (outputs := await stream.next()) is not None:
-            responses.put((False, outputs))
-    except asyncio.CancelledError:  # the loop thread is stopping: the client was closed
-        responses.put((True, closed()))
-        raise
-    except BaseException as error:  # noqa: BLE001 - handed to the reading thread
-        responses.put((True, error))
-    else:
-        responses.put((True, None))
-
-
 # -- the clients -------------------------------------------------------------------------------
 
 
-class AsyncioDecoupledModelClient(AsyncClientMixin):
+class _StreamingClient(BaseModelClient):
+    """What both streaming clients share: gRPC only, and ``ModelStreamInfer`` over the transport's channel."""
+
+    _for_decoupled = True
+    _stream_method: tuple[Any, Any] | None = None  # (channel, ModelStreamInfer over it)
+
+    def _refuse_http(self, url: str) -> None:
+        if self._url.protocol != "grpc":
+            raise XclientValueError(
+                f"{type(self).__name__} streams over gRPC only; {url!r} is an HTTP URL (a URL without a scheme "
+                f"means HTTP): use e.g. 'grpc://{self._url.host}:8001'"
+            )
+
+    def _transport(self) -> Any:
+        raise NotImplementedError
+
+    def _stream_infer(self) -> Any:
+        """Triton's ``ModelStreamInfer``, called as a server-streaming RPC over the transport's channel.
+
+        One request per call: it goes out with the headers and the half-close in one batch, after which
+        Triton ends the call with the request's last response. As a bidirectional call, the separate
+        write can race a server that refuses the call at once (a missing API key), and grpc then reports
+        "Internal error from Core" instead of the server's status (grpc/grpc#36066). The channel is the
+        ``tritonclient`` gRPC client's ``_channel`` (``tritonclient.grpc`` or ``tritonclient.grpc.aio``):
+        the one private name used.
+        """
+        from tritonclient.grpc import service_pb2
+
+        client = self._transport().client
+        channel = getattr(client, "_channel", None)
+        if channel is None:
+            raise XclientError(
+                f"This tritonclient's {type(client).__module__} client has no _channel: Xclient cannot stream with it"
+            )
+        if self._stream_method is None or self._stream_method[0] is not channel:
+            method = channel.unary_stream(
+                MODEL_STREAM_INFER,
+                request_serializer=service_pb2.ModelInferRequest.SerializeToString,
+                response_deserializer=service_pb2.ModelStreamInferResponse.FromString,
+            )
+            self._stream_method = (channel, method)
+        return self._stream_method[1]
+
+
+class AsyncioDecoupledModelClient(AsyncClientMixin, _StreamingClient):
     """An asyncio client for one decoupled (streaming) model, such as an LLM on Triton's vLLM backend.
 
     Example::
@@ -420,17 +667,10 @@ class AsyncioDecoupledModelClient(AsyncClientMixin):
     stream through one client at once.
     """
 
-    _for_decoupled = True
-
     def __init__(self, url: str, model_name: str, model_version: str | int | None = None, **options: Any) -> None:
         super().__init__(url, model_name, model_version, **options)
-        if self._url.protocol != "grpc":
-            raise XclientValueError(
-                f"{type(self).__name__} streams over gRPC only; {url!r} is an HTTP URL (a URL without a scheme "
-                f"means HTTP): use e.g. 'grpc://{self._url.host}:8001'"
-            )
+        self._refuse_http(url)
         self._async_setup()
-        self._stream_method: tuple[Any, Any] | None = None  # (channel, ModelStreamInfer over it)
 
     def infer_sample(
         self,
@@ -445,7 +685,8 @@ class AsyncioDecoupledModelClient(AsyncClientMixin):
         the model batches and stripped from each response). ``parameters`` and ``headers`` are sent
         with the request. Nothing is sent before the iteration starts.
         """
-        return AsyncResponseStream(self._stream(inputs, named_inputs, False, parameters, headers))
+        self._check_open()
+        return AsyncResponseStream(_Stream(self, (inputs, named_inputs, False, parameters, headers)))
 
     def infer_batch(
         self,
@@ -455,50 +696,16 @@ class AsyncioDecoupledModelClient(AsyncClientMixin):
         **named_inputs: Any,
     ) -> AsyncResponseStream:
         """Stream a batch's responses; each input's first axis is the batch (models with ``max_batch_size > 0``)."""
-        return AsyncResponseStream(self._stream(inputs, named_inputs, True, parameters, headers))
+        self._check_open()
+        return AsyncResponseStream(_Stream(self, (inputs, named_inputs, True, parameters, headers)))
 
     async def close(self) -> None:
         """Close the connection, cancelling open streams; later calls raise ClientClosedError. Twice is fine."""
         self._stream_method = None  # it holds the channel
         await super().close()
 
-    def _stream(
-        self,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        batch: bool,
-        parameters: Mapping[str, Any] | None,
-        headers: Mapping[str, str] | None,
-        loop: asyncio.AbstractEventLoop | None = None,
-    ) -> _Stream:
-        self._check_open()
-        return _Stream(self, (args, kwargs, batch, parameters, headers), loop)
 
-    def _stream_infer(self) -> Any:
-        """Triton's ``ModelStreamInfer``, called as a server-streaming RPC over the transport's channel.
-
-        One request per call: it goes out with the headers and the half-close in one batch, after which
-        Triton ends the call with the request's last response. As a bidirectional call, the separate
-        write can race a server that refuses the call at once (a missing API key), and grpc then reports
-        "Internal error from Core" instead of the server's status (grpc/grpc#36066). The channel is the
-        ``tritonclient.grpc.aio`` client's ``_channel``: the one private name used.
-        """
-        from tritonclient.grpc import service_pb2
-
-        channel = getattr(self._transport().client, "_channel", None)
-        if channel is None:
-            raise XclientError("This tritonclient's grpc.aio client has no _channel: Xclient cannot stream with it")
-        if self._stream_method is None or self._stream_method[0] is not channel:
-            method = channel.unary_stream(
-                MODEL_STREAM_INFER,
-                request_serializer=service_pb2.ModelInferRequest.SerializeToString,
-                response_deserializer=service_pb2.ModelStreamInferResponse.FromString,
-            )
-            self._stream_method = (channel, method)
-        return self._stream_method[1]
-
-
-class DecoupledModelClient(ClientWrapper):
+class DecoupledModelClient(SyncClientMixin, _StreamingClient):
     """A blocking client for one decoupled (streaming) model; ``for outputs in client.infer_sample(...)``.
 
     Example::
@@ -507,47 +714,21 @@ class DecoupledModelClient(ClientWrapper):
             for answer in client.infer_sample("I'm Pickle Rick"):
                 print(answer["text_output"])
 
-    Same options, rules and errors as :class:`AsyncioDecoupledModelClient`, which it runs in a private
-    event-loop thread (started on first use; ``close()`` stops and joins it). **gRPC only**: an
-    ``http://`` URL raises :class:`~Xclient.exceptions.XclientValueError` here. ``inference_timeout_s``
-    bounds the wait for each response. Many threads may stream through one client at once; a failed
-    stream leaves the client usable.
+    Same options, rules and errors as :class:`AsyncioDecoupledModelClient`, over sync gRPC: each
+    response is read in the iterating thread, with no event loop. **gRPC only**: an ``http://`` URL
+    raises :class:`~Xclient.exceptions.XclientValueError` here. ``inference_timeout_s`` bounds the wait
+    for each response, enforced by one watchdog thread per client (started by the first stream;
+    ``close()`` cancels open streams, then stops and joins it; so does garbage collection of an unclosed
+    client). Many threads may stream through one client at once; a failed stream leaves the client usable.
     """
 
-    _client: AsyncioDecoupledModelClient
-
     def __init__(self, url: str, model_name: str, model_version: str | int | None = None, **options: Any) -> None:
-        self._client = AsyncioDecoupledModelClient(url, model_name, model_version, **options)  # checks everything
-        self._lock = threading.Lock()
-        self._loop_thread: _LoopThread | None = None
-        self._close_loop: Callable[[], Any] | None = None
-        self._closed = False
-
-    def __repr__(self) -> str:
-        return repr(self._client).replace(type(self._client).__name__, type(self).__name__, 1)
-
-    def __enter__(self) -> DecoupledModelClient:
-        """With ``lazy_init=False``, fetch the config and check readiness now (closing the client if that fails)."""
-        if not self._client._lazy_init:
-            try:
-                _ = self.model_config
-            except BaseException:
-                self.close()
-                raise
-        return self
-
-    @property
-    def model_config(self) -> ModelConfig:
-        """The model config, fetched on first use and reused."""
-        return self._run(self._client.model_config)
-
-    def wait_for_server(self, timeout_s: float) -> None:
-        """Block until the server is ready (riding out a server that is down or starting)."""
-        self._run(self._client.wait_for_server(timeout_s))
-
-    def wait_for_model(self, timeout_s: float) -> None:
-        """Block until the model is ready, then fetch its config if it is still missing."""
-        self._run(self._client.wait_for_model(timeout_s))
+        super().__init__(url, model_name, model_version, **options)
+        self._refuse_http(url)
+        self._sync_setup()
+        self._watchdog = _Watchdog(f"{type(self).__name__}-watchdog", self._inference_timeout_s)
+        # Also run when the client is garbage collected unclosed, or at exit: no thread outlives it.
+        self._stop_watchdog = weakref.finalize(self, self._watchdog.stop)
 
     def infer_sample(
         self,
@@ -560,9 +741,8 @@ class DecoupledModelClient(ClientWrapper):
 
         See :meth:`AsyncioDecoupledModelClient.infer_sample`. Nothing is sent before the iteration starts.
         """
-        loop_thread = self._get_loop_thread()
-        stream = self._client._stream(inputs, named_inputs, False, parameters, headers, loop_thread.loop)
-        return ResponseStream(stream, loop_thread)
+        self._check_open()
+        return ResponseStream(_SyncStream(self, (inputs, named_inputs, False, parameters, headers)))
 
     def infer_batch(
         self,
@@ -572,45 +752,16 @@ class DecoupledModelClient(ClientWrapper):
         **named_inputs: Any,
     ) -> ResponseStream:
         """Stream a batch's responses; each input's first axis is the batch (models with ``max_batch_size > 0``)."""
-        loop_thread = self._get_loop_thread()
-        stream = self._client._stream(inputs, named_inputs, True, parameters, headers, loop_thread.loop)
-        return ResponseStream(stream, loop_thread)
+        self._check_open()
+        return ResponseStream(_SyncStream(self, (inputs, named_inputs, True, parameters, headers)))
 
     def close(self) -> None:
-        """Close the connection and cancel open streams, then stop and join the loop thread; later calls
-        raise ClientClosedError. Closing twice is fine."""
+        """Close the connection and cancel open streams (a thread waiting in ``next()`` gets
+        ClientClosedError), then stop and join the watchdog thread; later calls raise ClientClosedError.
+        Closing twice is fine."""
         with self._lock:
             self._closed = True
-            close_loop = self._close_loop
-        if close_loop is not None:
-            close_loop()
-            assert self._loop_thread is not None
-            self._loop_thread.join()  # a second close() running at once waits for the first one too
-        else:
-            self._client._closed = True  # nothing was started: nothing to close
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        try:
-            loop_thread = self._get_loop_thread()
-        except BaseException:
-            coro.close()
-            raise
-        return loop_thread.run(coro)
-
-    def _get_loop_thread(self) -> _LoopThread:
-        with self._lock:
-            if self._closed:
-                raise self._closed_error()
-            if self._loop_thread is None:
-                loop_thread = _LoopThread(f"{type(self).__name__}-loop", self._closed_error)
-                # Also run when the client is garbage collected unclosed, or at exit: no thread outlives it.
-                self._close_loop = weakref.finalize(self, loop_thread.stop, self._client.close)
-                self._loop_thread = loop_thread
-            return self._loop_thread
-
-    @functools.cached_property
-    def _closed_error(self) -> Callable[[], ClientClosedError]:
-        """Makes the error of a call on a closed client (it must not hold the client: the loop thread keeps it)."""
-        return functools.partial(
-            ClientClosedError, f"{self!r} is closed; create a new client", model=self._client.model_name
-        )
+        self._stop_watchdog.detach()
+        self._watchdog.stop()  # a second close() running at once waits for the first one too
+        self._stream_method = None  # it holds the channel
+        super().close()

@@ -2,8 +2,8 @@
 
 Every call is a coroutine of ONE shared :class:`AsyncioModelClient`, so the model config is fetched
 once for all calls and the rules (coding, errors, deadlines) live in one place. Those coroutines run
-as tasks on ONE private event loop in a daemon thread (:class:`~Xclient.client._loop_thread._LoopThread`,
-the bridge :class:`~Xclient.client.DecoupledModelClient` uses too), started on first use: the calls
+as tasks on ONE private event loop in a daemon thread (:class:`~Xclient.client._loop_thread._LoopThread`),
+started on first use: the calls
 wait on the network together in one thread, instead of ``max_workers`` threads contending for the GIL.
 
 This module adds only the waiting:

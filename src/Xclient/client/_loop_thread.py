@@ -1,30 +1,26 @@
 """The bridge from blocking code to the asyncio clients: an event loop in a private daemon thread.
 
-:class:`~Xclient.client.DecoupledModelClient` runs its streams there (each caller waits with
-:meth:`_LoopThread.run`); :class:`~Xclient.client.FuturesModelClient` runs its calls there (each
-caller schedules with :meth:`_LoopThread.call_soon` and goes on). The owner stops it with
-:meth:`_LoopThread.stop`, from ``close()`` or from a ``weakref.finalize`` (garbage collection, exit).
+:class:`~Xclient.client.FuturesModelClient` runs its calls there (each caller schedules with
+:meth:`_LoopThread.call_soon` and goes on). The owner stops it with :meth:`_LoopThread.stop`, from
+``close()`` or from a ``weakref.finalize`` (garbage collection, exit).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 from ..exceptions import XclientError
-
-T = TypeVar("T")
 
 #: The threads of every _LoopThread: none of them ever waits for another (see _LoopThread.join).
 _LOOP_THREADS: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 
 
 class _LoopThread:
-    """An event loop in a daemon thread, for the sync bridge: other threads run coroutines on it and wait."""
+    """An event loop in a daemon thread, for the sync bridge: other threads schedule work on it."""
 
     def __init__(self, name: str, closed_error: Callable[[], XclientError]) -> None:
         self.loop = asyncio.new_event_loop()
@@ -45,24 +41,6 @@ class _LoopThread:
             self.loop.run_until_complete(self.loop.shutdown_default_executor())
             self.loop.close()
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the loop and wait for its result (from any thread but the loop's own).
-
-        No timeout here: every wait in the asyncio code has its own deadline. If the waiting thread is
-        interrupted (KeyboardInterrupt), the coroutine is cancelled too."""
-        with self._lock:
-            if self._stopped:
-                coro.close()
-                raise self.closed_error()
-            future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            return future.result()
-        except concurrent.futures.CancelledError:  # still running when the client closed
-            raise self.closed_error() from None
-        except BaseException:
-            future.cancel()
-            raise
-
     def call_soon(self, callback: Callable[..., object], *args: Any) -> None:
         """Have the loop call ``callback(*args)`` soon, in order of calls (from any thread); no waiting."""
         with self._lock:
@@ -73,7 +51,7 @@ class _LoopThread:
     def stop(self, cleanup: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Await ``cleanup()`` on the loop, cancel what still runs there, stop the loop, join the thread.
 
-        What was scheduled before (:meth:`run`, :meth:`call_soon`) starts before ``cleanup``."""
+        What was scheduled before (:meth:`call_soon`) starts before ``cleanup``."""
         with self._lock:
             if self._stopped:
                 return

@@ -435,6 +435,11 @@ class GrpcTransport(Transport):
     def _client(self, timeout_s: float) -> Any:
         return self._grpc
 
+    @property
+    def client(self) -> Any:
+        """The ``tritonclient.grpc`` client."""
+        return self._grpc
+
     def close(self) -> None:
         self._grpc.close()
 
