@@ -163,6 +163,11 @@ async def run_flow_async(
     return steps.value
 
 
+def closed_error(client: str, model: str | None) -> ClientClosedError:
+    """The error of a call on a closed client (``client``: its repr)."""
+    return ClientClosedError(f"{client} is closed; create a new client", model=model)
+
+
 def check_timeout(option: str, value: object) -> float:
     """A positive number of seconds, or an error naming the option."""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
@@ -217,8 +222,7 @@ class BaseClient:
             raise self._closed_error()
 
     def _closed_error(self) -> ClientClosedError:
-        """The error of a call on a closed client."""
-        return ClientClosedError(f"{self!r} is closed; create a new client", model=self._ctx.model)
+        return closed_error(repr(self), self._ctx.model)
 
     def _call_headers(self, headers: Mapping[str, str] | None) -> dict[str, str] | None:
         return merge_headers(self._headers, headers)

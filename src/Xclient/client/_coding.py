@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import BatchingNotSupportedError, XclientValueError
+from ._config import OBJECT_DTYPE as _OBJECT
 from ._config import ModelConfig, TensorSpec
-
-_OBJECT = np.dtype(object)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+#: The numpy dtype of BYTES tensors (and of the text arrays sent in them).
+OBJECT_DTYPE = np.dtype(object)
 # Triton data types (config names without the TYPE_ prefix) and their numpy dtypes.
 TRITON_TO_NUMPY: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
@@ -22,10 +24,9 @@ TRITON_TO_NUMPY: dict[str, np.dtype] = {
     "FP16": np.dtype(np.float16),
     "FP32": np.dtype(np.float32),
     "FP64": np.dtype(np.float64),
-    "STRING": np.dtype(object),
-    "BYTES": np.dtype(object),
+    "STRING": OBJECT_DTYPE,
+    "BYTES": OBJECT_DTYPE,
 }
-_OBJECT = np.dtype(object)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +41,7 @@ class TensorSpec:
 
     @property
     def is_bytes(self) -> bool:
-        return self.dtype == _OBJECT
+        return self.dtype == OBJECT_DTYPE
 
     def describe(self) -> str:
         """``'INPUT_TEXT' BYTES [1]``: how errors name a tensor."""

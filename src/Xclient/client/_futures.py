@@ -36,7 +36,7 @@ import numpy as np
 
 from ..exceptions import ClientClosedError, QueueFullError, XclientValueError
 from ._asyncio import AsyncioModelClient
-from ._base import ClientWrapper
+from ._base import ClientWrapper, closed_error
 from ._config import ModelConfig
 from ._loop_thread import _LoopThread
 
@@ -114,9 +114,7 @@ class FuturesModelClient(ClientWrapper):
         self._finalizer: weakref.finalize | None = None  # stops the loop thread, once: close() or collection
         self._closed = False
         # Holds no reference to self: the loop thread keeps it.
-        self._closed_error = functools.partial(
-            ClientClosedError, f"{self!r} is closed; create a new client", model=self.model_name
-        )
+        self._closed_error = functools.partial(closed_error, repr(self), self.model_name)
 
     # -- public, read-only ---------------------------------------------------------------------
 
@@ -257,7 +255,6 @@ class _Calls:
         self, client: AsyncioModelClient, max_workers: int, name: str, closed_error: Callable[[], ClientClosedError]
     ) -> None:
         self.loop_thread = _LoopThread(name, closed_error)
-        self._closed_error = closed_error
         self._client = client
         self._max_workers = max_workers
         self._waiting: collections.deque[_Waiting[Any]] = collections.deque()  # appended by any thread
@@ -293,7 +290,7 @@ class _Calls:
                 try:
                     result = await call()
                 except asyncio.CancelledError:  # the loop stopped under it (never after close, which waits)
-                    future.set_exception(self._closed_error())
+                    future.set_exception(self.loop_thread.closed_error())
                     raise
                 except BaseException as e:  # the caller sees every error through the future
                     future.set_exception(e)
