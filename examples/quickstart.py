@@ -1,6 +1,6 @@
 """Quickstart: start a real Triton server on this machine and talk to a model over HTTP and gRPC.
 
-Run: python examples/quickstart.py   (needs the 'server' extra: pip install 'xclient[server]')
+Run: python examples/quickstart.py   (needs the 'server' extra: pip install 'llmops-xclient[server]')
 """
 
 import numpy as np

@@ -36,3 +36,26 @@ def test_exception_tree_is_documented_in_the_module_docstring():
         assert name in doc, name
     assert issubclass(Xclient.exceptions.XclientValueError, ValueError)
     assert issubclass(Xclient.exceptions.XclientTimeoutError, TimeoutError)
+
+
+def test_wheel_is_llmops_xclient_with_py_typed_and_the_console_script(tmp_path):
+    """The index name is ``llmops-xclient`` (``xclient`` belongs to an unrelated project); the import
+    stays ``Xclient`` and the command ``xclient``."""
+    import zipfile
+
+    root = pathlib.Path(__file__).parent.parent
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(root)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("*.whl")
+    assert wheel.name.startswith("llmops_xclient-")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        assert "Xclient/py.typed" in names
+        (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        scripts = archive.read(entry_points).decode()
+        (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        assert "Name: llmops-xclient" in archive.read(metadata).decode()
+    assert "xclient = Xclient.cli:main" in scripts

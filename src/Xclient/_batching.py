@@ -27,7 +27,7 @@ try:
     from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 except ImportError:  # pragma: no cover - depends on the installed extras
     raise ImportError(
-        "MetaLMEmbeddings and MetaLMRerank need the 'langchain' extra: pip install 'xclient[langchain]'"
+        "MetaLMEmbeddings and MetaLMRerank need the 'langchain' extra: pip install 'llmops-xclient[langchain]'"
     ) from None
 
 from .client import AsyncioModelClient, ModelClient, ModelConfig

@@ -156,7 +156,7 @@ def compile_jinja(source: str, name: str = "jinja", *, bos_token: str = "", eos_
         from jinja2.exceptions import TemplateSyntaxError
         from jinja2.sandbox import ImmutableSandboxedEnvironment
     except ImportError:  # pragma: no cover - depends on the installed extras
-        raise ImportError("Jinja2 chat templates need jinja2: pip install 'xclient[langchain]'") from None
+        raise ImportError("Jinja2 chat templates need jinja2: pip install 'llmops-xclient[langchain]'") from None
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[ext.loopcontrols])
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)

@@ -39,7 +39,7 @@ def _pytriton_root() -> pathlib.Path:
         import pytriton
     except ImportError:
         raise ServerStartError(
-            "The local Triton server needs the 'server' extra: pip install 'Xclient[server]' (nvidia-pytriton)"
+            "The local Triton server needs the 'server' extra: pip install 'llmops-xclient[server]' (nvidia-pytriton)"
         ) from None
     return pathlib.Path(pytriton.__file__).parent
 
