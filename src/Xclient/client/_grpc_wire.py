@@ -166,7 +166,10 @@ class Stubs(_Connected):
         else:
             self.wait_for_ready = True
             return response
-        raise error  # outside the handler: the gRPC error's frames are not kept as __context__
+        try:
+            raise error  # outside the handler: the gRPC error's frames are not kept as __context__
+        finally:
+            del error  # nor does this frame keep the error (a cycle through its traceback)
 
     def stream(self, request: Any, *, metadata: Any) -> Any:
         """A ``ModelStreamInfer`` call of one request (its per-response deadline is the caller's)."""
@@ -195,7 +198,10 @@ class AsyncStubs(_Connected):
         else:
             self.wait_for_ready = True
             return response
-        raise error
+        try:
+            raise error
+        finally:
+            del error
 
     def stream(self, request: Any, *, metadata: Any) -> Any:
         return self._stream(request, metadata=metadata, wait_for_ready=self.wait_for_ready)

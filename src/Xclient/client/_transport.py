@@ -330,8 +330,9 @@ class GrpcCalls(Calls):
         return Op(MODEL_INFER_OP, (request,), {"timeout_s": timeout_s, "metadata": metadata(headers)}, read_outputs)
 
 
-#: The Op method of a gRPC inference: run by the transport's own stubs, not by a ``tritonclient`` method.
-MODEL_INFER_OP = "ModelInfer"
+#: The Op method of a gRPC inference (the same name as HTTP's): the gRPC transports run it on their own
+#: stubs (:mod:`._grpc_wire`), not on the ``tritonclient`` client.
+MODEL_INFER_OP = "infer"
 
 
 def _http_ssl_options(tls: TlsOptions) -> dict[str, str] | None:
@@ -457,11 +458,9 @@ class GrpcTransport(Transport):
         try:
             answer = super().run(op, timeout_s)
         except Exception as e:  # noqa: BLE001 - a hint added, then raised for translate_error
-            error = _grpc_failure(e, self.url)
-        else:
-            self.stubs.answered()
-            return answer
-        raise error
+            raise _grpc_failure(e, self.url) from None  # no local refers to it: no cycle through the frame
+        self.stubs.answered()
+        return answer
 
     def _client(self, timeout_s: float) -> Any:
         return self._grpc
@@ -509,6 +508,7 @@ class AsyncTransport:
         self.calls: Any = GrpcCalls() if self._grpc else HttpCalls()
         self._clients: dict[float, Any] = {}  # deadline (HTTP) or 0.0 (gRPC: one client) -> aio client
         self._stubs: Any = None  # gRPC: inference and streams over the aio client's channel
+        self._answered = False  # gRPC: a call got an answer, so the channel has been connected
 
     async def run(self, op: Op, timeout_s: float) -> Any:
         if self._grpc:
@@ -524,17 +524,16 @@ class AsyncTransport:
         return op.parse(await method(*op.args, **op.kwargs))
 
     async def _run_grpc(self, op: Op) -> Any:
-        stubs = self.stubs
         if op.method == MODEL_INFER_OP:
-            return op.parse(await stubs.infer(*op.args, **op.kwargs))
+            return op.parse(await self.stubs.infer(*op.args, **op.kwargs))
         try:
             answer = op.parse(await getattr(self._client(0.0), op.method)(*op.args, **op.kwargs))
         except Exception as e:  # noqa: BLE001 - a hint added, then raised for translate_error
-            error = _grpc_failure(e, self.url)
-        else:
-            stubs.answered()
-            return answer
-        raise error
+            raise _grpc_failure(e, self.url) from None  # no local refers to it: no cycle through the frame
+        self._answered = True
+        if self._stubs is not None:
+            self._stubs.answered()
+        return answer
 
     @property
     def client(self) -> Any:
@@ -549,6 +548,8 @@ class AsyncTransport:
             from ._grpc_wire import AsyncStubs
 
             stubs = self._stubs = AsyncStubs(_channel_of(self._client(0.0)), _probe_address(self.url))
+            if self._answered:
+                stubs.answered()
         return stubs
 
     def _client(self, timeout_s: float) -> Any:
