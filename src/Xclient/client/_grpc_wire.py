@@ -130,30 +130,41 @@ def metadata(headers: Mapping[str, str] | None) -> tuple[tuple[str, str], ...] |
     return tuple((key.lower(), value) for key, value in headers.items()) if headers else None
 
 
-class _Connected:
-    """Whether the channel has been connected (a call got an answer): from then on, calls wait for it to
-    reconnect (``wait_for_ready``) within their deadline."""
+class _Stubs:
+    """``ModelInfer`` and ``ModelStreamInfer`` over one channel; the sync and asyncio twins differ only in
+    how :meth:`infer` waits. ``address``: where to ask whether a port that closed the connection speaks
+    HTTP (plain-text URLs only). Once a call has been answered (:meth:`answered`), the channel has been
+    connected, and later calls wait for it to reconnect (``wait_for_ready``) within their deadline."""
 
     wait_for_ready = False
-
-    def answered(self) -> None:
-        self.wait_for_ready = True
-
-
-def _serializers(pb: Any, response: Any) -> dict[str, Any]:
-    return {"request_serializer": pb.ModelInferRequest.SerializeToString, "response_deserializer": response.FromString}
-
-
-class Stubs(_Connected):
-    """``ModelInfer`` and ``ModelStreamInfer`` over a sync ``grpc`` channel. ``address``: where to ask
-    whether a port that closed the connection speaks HTTP (plain-text URLs only)."""
 
     def __init__(self, channel: Any, address: str | None = None) -> None:
         pb = _pb()
         self.channel = channel
         self.address = address
-        self._infer = channel.unary_unary(MODEL_INFER, **_serializers(pb, pb.ModelInferResponse))
-        self._stream = channel.unary_stream(MODEL_STREAM_INFER, **_serializers(pb, pb.ModelStreamInferResponse))
+        serializer = pb.ModelInferRequest.SerializeToString
+        self._infer = channel.unary_unary(
+            MODEL_INFER, request_serializer=serializer, response_deserializer=pb.ModelInferResponse.FromString
+        )
+        self._stream = channel.unary_stream(
+            MODEL_STREAM_INFER,
+            request_serializer=serializer,
+            response_deserializer=pb.ModelStreamInferResponse.FromString,
+        )
+
+    def answered(self) -> None:
+        self.wait_for_ready = True
+
+    def stream(self, request: Any, *, metadata: Any) -> Any:
+        """A ``ModelStreamInfer`` call of one request (its per-response deadline is the caller's)."""
+        return self._stream(request, metadata=metadata, wait_for_ready=self.wait_for_ready)
+
+    def _failure(self, exc: BaseException) -> BaseException:
+        return rpc_failure(exc, self.channel if self.wait_for_ready else None, self.address)
+
+
+class Stubs(_Stubs):
+    """Over a sync ``grpc`` channel."""
 
     def infer(self, request: Any, *, timeout_s: float, metadata: Any) -> Any:
         """One ``ModelInfer`` call; a gRPC error is raised as :func:`rpc_failure` makes it."""
@@ -162,7 +173,7 @@ class Stubs(_Connected):
         try:
             response = self._infer(request, timeout=timeout_s, metadata=metadata, wait_for_ready=self.wait_for_ready)
         except grpc.RpcError as e:
-            error = rpc_failure(e, self.channel if self.wait_for_ready else None, self.address)
+            error = self._failure(e)
         else:
             self.wait_for_ready = True
             return response
@@ -171,40 +182,25 @@ class Stubs(_Connected):
         finally:
             del error  # nor does this frame keep the error (a cycle through its traceback)
 
-    def stream(self, request: Any, *, metadata: Any) -> Any:
-        """A ``ModelStreamInfer`` call of one request (its per-response deadline is the caller's)."""
-        return self._stream(request, metadata=metadata, wait_for_ready=self.wait_for_ready)
 
-
-class AsyncStubs(_Connected):
-    """``ModelInfer`` and ``ModelStreamInfer`` over a ``grpc.aio`` channel."""
-
-    def __init__(self, channel: Any, address: str | None = None) -> None:
-        pb = _pb()
-        self.channel = channel
-        self.address = address
-        self._infer = channel.unary_unary(MODEL_INFER, **_serializers(pb, pb.ModelInferResponse))
-        self._stream = channel.unary_stream(MODEL_STREAM_INFER, **_serializers(pb, pb.ModelStreamInferResponse))
+class AsyncStubs(_Stubs):
+    """Over a ``grpc.aio`` channel."""
 
     async def infer(self, request: Any, *, timeout_s: float, metadata: Any) -> Any:
         import grpc
 
         try:
-            response = await self._infer(
-                request, timeout=timeout_s, metadata=metadata, wait_for_ready=self.wait_for_ready
-            )
+            call = self._infer(request, timeout=timeout_s, metadata=metadata, wait_for_ready=self.wait_for_ready)
+            response = await call
         except grpc.RpcError as e:
-            error = rpc_failure(e, self.channel if self.wait_for_ready else None, self.address)
+            error = self._failure(e)
         else:
             self.wait_for_ready = True
             return response
         try:
-            raise error
+            raise error  # as Stubs.infer
         finally:
             del error
-
-    def stream(self, request: Any, *, metadata: Any) -> Any:
-        return self._stream(request, metadata=metadata, wait_for_ready=self.wait_for_ready)
 
 
 def rpc_failure(exc: BaseException, waited_on: Any = None, address: str | None = None) -> BaseException:

@@ -282,6 +282,11 @@ class Calls:
         timeout_s: float,
         headers: Headers,
     ) -> Op:
+        return self._infer_op(name, version, inputs, parameters, timeout_s, headers)
+
+    def _infer_op(
+        self, name: str, version: str, inputs: Any, parameters: Any, timeout_s: float, headers: Headers
+    ) -> Op:
         from ._coding import check_parameters
 
         kwargs = {**self._kw(timeout_s, headers), "model_version": version, "parameters": check_parameters(parameters)}
@@ -314,15 +319,8 @@ class GrpcCalls(Calls):
     def _kw(self, timeout_s: float, headers: Headers) -> dict[str, Any]:
         return {"headers": grpc_metadata(headers), "client_timeout": timeout_s}
 
-    def infer(
-        self,
-        name: str,
-        version: str,
-        inputs: Mapping[str, np.ndarray],
-        parameters: Mapping[str, Any] | None,
-        *,
-        timeout_s: float,
-        headers: Headers,
+    def _infer_op(
+        self, name: str, version: str, inputs: Any, parameters: Any, timeout_s: float, headers: Headers
     ) -> Op:
         from ._grpc_wire import build_request, metadata, read_outputs
 
