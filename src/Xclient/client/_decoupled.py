@@ -216,6 +216,7 @@ class _Stream:
         The call is let go: a stream object that outlives its end (kept by the caller, or by the
         traceback of its error) must not keep the client's channel alive after the client is closed."""
         self._state.finished = True
+        self._state.stubs = None  # they hold the channel too
         call, self._call = self._call, None
         if call is not None and not call.done():
             call.cancel()
@@ -323,6 +324,7 @@ class _SyncStream:
         self._drop_call()
 
     def _drop_call(self) -> None:
+        self.state.stubs = None  # they hold the channel too
         call, self.call = self.call, None
         if call is not None:
             self._client._watchdog.unwatch(self)
