@@ -23,10 +23,12 @@ EMBED_MODEL = "bench_embed"  # group 4's GPU-like stand-in for bge-m3
 MINILM_EMBED_MODEL = "bge-m3-v"  # the demo bge-m3 (real MiniLM on CPU), group 4's table for information
 LLM_MODEL = "Qwen2-0.5B-Instruct"
 UNKNOWN_MODEL = "no_such_model"
+LARGE_MODEL = "bench_large"  # one FP32 tensor in, the same back (not batched)
 
 TEXT = b"The quick brown fox jumps over the lazy dog."
 SAMPLE = np.array([TEXT], dtype=object)  # one sample of bench_echo's input, dims [1]
 BATCH = SAMPLE.reshape(1, 1)  # the same with the batch axis, as the raw floor sends it
+LARGE = np.linspace(-1.0, 1.0, 1 << 20, dtype=np.float32)  # 4 MB of FP32
 STREAM_RESPONSES = 100
 STREAM_SAMPLE = np.array([STREAM_RESPONSES], dtype=np.int32)
 FINAL_PARAMETER = "triton_final_response"
@@ -71,6 +73,18 @@ def raw_echo(protocol: str, client: Any, model: str = ECHO_MODEL) -> Callable[[]
 
     def call() -> Any:
         return client.infer(model, raw_echo_inputs(module)).as_numpy("ECHO")
+
+    return call
+
+
+def raw_large(protocol: str, client: Any) -> Callable[[], Any]:
+    """One 4 MB FP32 request with the raw sync client: the floor of the large-tensor rows."""
+    module = tritonclient_module(protocol)
+
+    def call() -> Any:
+        tensor = module.InferInput("X", list(LARGE.shape), "FP32")
+        tensor.set_data_from_numpy(LARGE)  # HTTP: the binary extension (tritonclient's default)
+        return client.infer(LARGE_MODEL, [tensor]).as_numpy("Y")
 
     return call
 

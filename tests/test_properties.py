@@ -24,7 +24,7 @@ from hypothesis.extra import numpy as hnp
 
 from Xclient.client import ModelClient, ModelConfig
 from Xclient.client._coding import prepare_request
-from Xclient.client._decoupled import build_infer_request
+from Xclient.client._grpc_wire import build_request
 from Xclient.exceptions import ServerUnavailableError, XclientValueError
 
 from . import test_model_client
@@ -188,7 +188,7 @@ def test_any_object_for_a_bytes_input_becomes_a_valid_bytes_tensor_or_is_refused
 
     if tensor.size:  # what both protocols put on the wire parses back to the same elements
         assert deserialize_bytes_tensor(serialize_byte_tensor(tensor).item()).tolist() == tensor.reshape(-1).tolist()
-    message = build_infer_request("identity", "", request.inputs, None)  # the streaming clients' request
+    message = build_request("identity", "", request.inputs, None)  # what gRPC sends, unary and streams alike
     assert [i.datatype for i in message.inputs] == ["BYTES"] and list(message.inputs[0].shape) == list(tensor.shape)
 
 

@@ -16,7 +16,18 @@ import numpy as np
 
 from ..exceptions import BatchingNotSupportedError, XclientValueError
 from ._config import OBJECT_DTYPE as _OBJECT
-from ._config import ModelConfig, TensorSpec
+from ._config import ModelConfig, RequestInputs, TensorSpec
+
+#: Request parameters Triton keeps for itself (the server refuses a request that sets one), and the
+#: prefix of its own (``triton_enable_empty_final_response``, ...): :func:`check_parameters` refuses them
+#: before anything is sent. Not every tritonclient version Xclient supports exports this list, hence ours.
+RESERVED_PARAMETERS = frozenset(
+    ("sequence_id", "sequence_start", "sequence_end", "priority", "timeout", "headers", "binary_data_output")
+)
+RESERVED_PREFIX = "triton_"
+#: The types a request parameter may have (Triton's bool, int64, double and string parameters).
+ParameterValue = str | bool | int | float
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +50,7 @@ def prepare_request(
         )
     values = map_arguments(config, args, kwargs)
     add_axis = config.batching and not batch
-    arrays: dict[str, np.ndarray] = {}
+    arrays = RequestInputs(config.plan)
     batch_size: tuple[str, int] | None = None
     for spec in config.inputs:
         if spec.name not in values:
@@ -71,6 +82,34 @@ def prepare_request(
             model=config.name,
         )
     return PreparedRequest(inputs=arrays, added_batch_axis=add_axis)
+
+
+def check_parameters(parameters: Mapping[str, Any] | None) -> Mapping[str, ParameterValue]:
+    """The request parameters to send, checked: the one rule for every client and both protocols.
+
+    Names are str and not Triton's (:data:`RESERVED_PARAMETERS`, the ``triton_`` prefix); values are
+    str, bool, int (int64) or float. Errors name the parameter and what was given."""
+    if not parameters:
+        return {}
+    if not isinstance(parameters, Mapping):
+        raise XclientValueError(f"parameters: expected a dict of str to str/bool/int/float, got {_short(parameters)}")
+    for key, value in parameters.items():
+        if not isinstance(key, str) or not key:
+            raise XclientValueError(f"parameters: {key!r} cannot be set (a parameter name is a non-empty str)")
+        if key in RESERVED_PARAMETERS:
+            raise XclientValueError(
+                f"parameters: {key!r} cannot be set: Triton reserves it (reserved: {sorted(RESERVED_PARAMETERS)}); "
+                "choose another name for a custom parameter"
+            )
+        if key.startswith(RESERVED_PREFIX):
+            raise XclientValueError(f"parameters: {key!r} cannot be set (the {RESERVED_PREFIX!r} prefix is Triton's)")
+        if type(value) not in (str, bool, int, float):
+            raise XclientValueError(
+                f"parameters: {key!r} must be a str, bool, int or float, got {type(value).__name__} {_short(value)}"
+            )
+        if type(value) is int and not _INT64[0] <= value <= _INT64[1]:
+            raise XclientValueError(f"parameters: {key!r}: {value} is out of range for an int64 parameter")
+    return parameters
 
 
 def finish_response(outputs: dict[str, np.ndarray], request: PreparedRequest) -> dict[str, np.ndarray]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -68,6 +69,11 @@ class ModelConfig:
     def input(self, name: str) -> TensorSpec | None:
         return next((spec for spec in self.inputs if spec.name == name), None)
 
+    @functools.cached_property
+    def plan(self) -> RequestPlan:
+        """What every request to this model shares, worked out once per config (see :class:`RequestPlan`)."""
+        return RequestPlan.of(self)
+
     @classmethod
     def from_dict(cls, config: Mapping[str, Any], *, version: str | None = None) -> ModelConfig:
         """Build from Triton's JSON model config (HTTP's answer, or gRPC's with ``as_json=True``)."""
@@ -99,3 +105,41 @@ def _tensor_spec(tensor: Mapping[str, Any]) -> TensorSpec:
         optional=bool(tensor.get("optional", False)),
         triton_dtype=triton_dtype,
     )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RequestPlan:
+    """The protocol-neutral part of every request to one model config, computed once: each input's
+    Triton datatype and shape (by name, config order), and the output names. A steady-state call only
+    codes its data; each protocol keeps what it derives from the plan (the gRPC request template) in
+    :attr:`templates`, keyed by its own name, so that is built once per config too.
+    """
+
+    model: str
+    datatypes: Mapping[str, str]  # input name -> Triton datatype ("BYTES", "FP32", ...)
+    shapes: Mapping[str, tuple[int, ...]]  # input name -> dims without the batch axis (-1: any)
+    outputs: tuple[str, ...]
+    batching: bool
+    templates: dict[Any, Any] = dataclasses.field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, config: ModelConfig) -> RequestPlan:
+        return cls(
+            model=config.name,
+            datatypes={spec.name: spec.triton_dtype for spec in config.inputs},
+            shapes={spec.name: spec.shape for spec in config.inputs},
+            outputs=tuple(spec.name for spec in config.outputs),
+            batching=config.batching,
+        )
+
+
+class RequestInputs(dict[str, Any]):
+    """The arrays of one request (input name -> numpy array, config order), with the :class:`RequestPlan`
+    of the config they were coded for: a protocol's request builder reads the datatypes from it instead
+    of working them out per call. A plain dict works too (the datatypes then come from the arrays)."""
+
+    __slots__ = ("plan",)
+
+    def __init__(self, plan: RequestPlan | None) -> None:
+        super().__init__()
+        self.plan = plan

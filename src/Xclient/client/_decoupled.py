@@ -40,24 +40,25 @@ from ._asyncio import AsyncClientMixin
 from ._base import BaseModelClient, retry_pause
 from ._coding import PreparedRequest, finish_response
 from ._config import ModelConfig
+from ._grpc_wire import (
+    EMPTY_FINAL_PARAMETER,
+    FINAL_PARAMETER,
+    MODEL_STREAM_INFER,
+    build_request,
+    channel_is_ready,
+    metadata,
+    not_connected,
+    read_stream_response,
+    rpc_failure,
+)
 from ._loop_thread import _LOOP_THREADS
 from ._model_client import SyncClientMixin
-from ._transport import grpc_metadata, grpc_outputs, triton_dtype
 
 Outputs = dict[str, np.ndarray]
 #: What infer_sample / infer_batch were given: args, named inputs, batch, parameters, headers.
 _CallArgs = tuple[tuple[Any, ...], dict[str, Any], bool, "Mapping[str, Any] | None", "Mapping[str, str] | None"]
 
-#: Asks Triton to flag the end of every stream, even when the model ends it with no response (PyTriton).
-EMPTY_FINAL_PARAMETER = "triton_enable_empty_final_response"
-FINAL_PARAMETER = "triton_final_response"
-MODEL_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
-#: Request parameters Triton keeps for itself; recent tritonclient versions refuse them too (not all
-#: versions Xclient supports export the list, hence this copy).
-RESERVED_PARAMETERS = frozenset(
-    ("sequence_id", "sequence_start", "sequence_end", "priority", "timeout", "headers", "binary_data_output")
-)
-RESERVED_PREFIX = "triton_"
+__all__ = ["EMPTY_FINAL_PARAMETER", "FINAL_PARAMETER", "MODEL_STREAM_INFER"]  # where the tests read them
 
 
 # -- what every stream does, without I/O ---------------------------------------------------------
@@ -74,7 +75,7 @@ class _Exchange:
 
     __slots__ = (
         "client", "call_args", "request", "finished", "responded", "retries",
-        "reading", "deadline", "timed_out", "ended_by_close", "_close",
+        "reading", "deadline", "timed_out", "ended_by_close", "_close", "stubs",
     )  # fmt: skip
 
     def __init__(self, client: BaseModelClient, call_args: _CallArgs) -> None:
@@ -89,15 +90,15 @@ class _Exchange:
         self.timed_out = False
         self.ended_by_close = False  # the client's close() ended it: every later next() says so
         self._close: Callable[[], None] | None = None  # the stream's close(), during a step
+        self.stubs: Any = None  # the _grpc_wire stubs the call went out on (None: unknown, a test's spy)
 
     def message(self, config: ModelConfig) -> tuple[Any, tuple[tuple[str, str], ...] | None]:
         """The request to send (checked and coded now) and its gRPC metadata."""
         client = self.client
         args, kwargs, batch, parameters, headers = self.call_args
         self.request = client._prepare(config, args, kwargs, batch)
-        message = build_infer_request(*client._model_args(), self.request.inputs, parameters)
-        metadata = grpc_metadata(client._call_headers(headers))
-        return message, tuple(metadata.items()) if metadata else None
+        message = build_request(*client._model_args(), self.request.inputs, parameters, stream=True)
+        return message, metadata(client._call_headers(headers))
 
     def received(self, response: Any) -> Outputs | None:
         """What a response delivers (None: nothing, the empty final one, or None at the end of the call);
@@ -106,10 +107,11 @@ class _Exchange:
             self.finished = True
             return None
         self.responded = True
+        if self.stubs is not None:
+            self.stubs.answered()  # the channel is connected: later calls wait for it to reconnect
         if response.error_message:
             raise self.client._infer_failed(_server_exception(response.error_message))
-        outputs = _response_outputs(response.infer_response)
-        self.finished = _is_final(response.infer_response)
+        outputs, self.finished = read_stream_response(response.infer_response)
         if outputs or not self.finished:
             assert self.request is not None
             return finish_response(outputs, self.request)
@@ -123,14 +125,17 @@ class _Exchange:
         if client._closed:  # the client's close() cancelled every stream
             return client._closed_error()
         if self.timed_out:
+            stubs = self.stubs
+            waited = stubs is not None and stubs.wait_for_ready
+            if not self.responded and waited and not channel_is_ready(stubs.channel):
+                # It waited for a reconnect that never came: the server is down, not slow.
+                return client._infer_failed(not_connected("waiting for the first response"))
             return client._infer_failed(TimeoutError("waiting for the next response; the request was cancelled"))
         if self.finished:
             return None
-        import grpc
-
-        if isinstance(exc, grpc.RpcError) and callable(getattr(exc, "details", None)):
-            exc = _server_exception(exc.details() or "", exc)
-        return client._infer_failed(exc if exc is not None else ConnectionError("the stream was cancelled"))
+        if exc is None:
+            exc = ConnectionError("the stream was cancelled")
+        return client._infer_failed(rpc_failure(exc, address=self.stubs.address if self.stubs is not None else None))
 
     def retry_pause(self, error: XclientError) -> float:
         """The pause before sending the request again (it failed before its first response, without
@@ -211,6 +216,7 @@ class _Stream:
         The call is let go: a stream object that outlives its end (kept by the caller, or by the
         traceback of its error) must not keep the client's channel alive after the client is closed."""
         self._state.finished = True
+        self._state.stubs = None  # they hold the channel too
         call, self._call = self._call, None
         if call is not None and not call.done():
             call.cancel()
@@ -230,7 +236,9 @@ class _Stream:
     async def _start(self) -> None:
         message, metadata = self._state.message(await self._client._get_config())
         if not self._state.finished:
-            self._call = self._client._stream_infer()(message, metadata=metadata)
+            stream_infer = self._client._stream_infer()
+            self._call = stream_infer(message, metadata=metadata)
+            self._state.stubs = getattr(stream_infer, "__self__", None)
 
     async def _read(self) -> Any:
         """The next gRPC response, or None at the end of the call or when the stream was closed."""
@@ -316,6 +324,7 @@ class _SyncStream:
         self._drop_call()
 
     def _drop_call(self) -> None:
+        self.state.stubs = None  # they hold the channel too
         call, self.call = self.call, None
         if call is not None:
             self._client._watchdog.unwatch(self)
@@ -326,7 +335,9 @@ class _SyncStream:
         message, metadata = self.state.message(client._get_config())
         if self.state.finished:
             return
-        self.call = client._stream_infer()(message, metadata=metadata)
+        stream_infer = client._stream_infer()
+        self.call = stream_infer(message, metadata=metadata)
+        self.state.stubs = getattr(stream_infer, "__self__", None)
         if not client._watchdog.watch(self):  # the client was closed meanwhile
             self._drop_call()
             client._check_open()
@@ -448,68 +459,11 @@ class _Watchdog:
         return expired, wake - now
 
 
-def build_infer_request(
-    model_name: str, model_version: str, inputs: Mapping[str, np.ndarray], parameters: Mapping[str, Any] | None
-) -> Any:
-    """A ``ModelInferRequest`` protobuf for ``ModelStreamInfer``, asking for an empty final response.
-
-    Parameters follow ``tritonclient``'s rules (str, bool, int, float; Triton's reserved names refused),
-    so every client accepts the same ones.
-    """
-    from tritonclient.grpc import service_pb2
-    from tritonclient.utils import serialize_byte_tensor
-
-    request = service_pb2.ModelInferRequest(model_name=model_name, model_version=model_version)
-    for key, value in (parameters or {}).items():
-        _set_parameter(request.parameters, key, value)
-    request.parameters[EMPTY_FINAL_PARAMETER].bool_param = True
-    for name, array in inputs.items():
-        datatype = triton_dtype(array.dtype)
-        request.inputs.add(name=name, datatype=datatype, shape=array.shape)
-        if datatype == "BYTES":
-            raw = serialize_byte_tensor(array).item() if array.size else b""
-        else:
-            raw = np.ascontiguousarray(array).tobytes()
-        request.raw_input_contents.append(raw)
-    return request
-
-
-def _set_parameter(parameters: Any, key: Any, value: Any) -> None:
-    if not isinstance(key, str) or key in RESERVED_PARAMETERS:
-        raise XclientValueError(f"parameters: {key!r} cannot be set (a reserved or invalid name)")
-    if key.startswith(RESERVED_PREFIX):
-        raise XclientValueError(f"parameters: {key!r} cannot be set (the {RESERVED_PREFIX!r} prefix is Triton's)")
-    field = {str: "string_param", bool: "bool_param", int: "int64_param", float: "double_param"}.get(type(value))
-    if field is None:
-        raise XclientValueError(
-            f"parameters: {key!r} must be a str, bool, int or float, got {type(value).__name__} {value!r}"
-        )
-    try:
-        setattr(parameters[key], field, value)
-    except (ValueError, TypeError) as e:  # an int beyond int64
-        raise XclientValueError(f"parameters: {key!r}: {e}") from None
-
-
-def _response_outputs(infer_response: Any) -> Outputs:
-    from tritonclient.grpc import InferResult
-
-    return grpc_outputs(InferResult(infer_response))
-
-
-def _is_final(infer_response: Any) -> bool:
-    flag = infer_response.parameters.get(FINAL_PARAMETER)
-    return flag is not None and flag.bool_param
-
-
-def _server_exception(message: str, rpc_error: Any = None) -> Exception:
-    """What ``tritonclient`` would raise, so :func:`~Xclient.client._transport.translate_error` maps it."""
+def _server_exception(message: str) -> Exception:
+    """A server error response as ``tritonclient`` would raise it, so ``translate_error`` maps it."""
     from tritonclient.utils import InferenceServerException
 
-    if rpc_error is None:
-        return InferenceServerException(msg=message)
-    return InferenceServerException(
-        msg=message, status=str(rpc_error.code()), debug_details=rpc_error.debug_error_string()
-    )
+    return InferenceServerException(msg=message)
 
 
 def _raise_if(error: XclientError | None) -> None:
@@ -608,7 +562,6 @@ class _StreamingClient(BaseModelClient):
     """What both streaming clients share: gRPC only, and ``ModelStreamInfer`` over the transport's channel."""
 
     _for_decoupled = True
-    _stream_method: tuple[Any, Any] | None = None  # (channel, ModelStreamInfer over it)
 
     def _refuse_http(self, url: str) -> None:
         if self._url.protocol != "grpc":
@@ -621,31 +574,15 @@ class _StreamingClient(BaseModelClient):
         raise NotImplementedError
 
     def _stream_infer(self) -> Any:
-        """Triton's ``ModelStreamInfer``, called as a server-streaming RPC over the transport's channel.
+        """Triton's ``ModelStreamInfer``, called as a server-streaming RPC over the transport's channel
+        (its :class:`~._grpc_wire.Stubs`), waiting for a reconnect once the channel has been connected.
 
         One request per call: it goes out with the headers and the half-close in one batch, after which
         Triton ends the call with the request's last response. As a bidirectional call, the separate
         write can race a server that refuses the call at once (a missing API key), and grpc then reports
-        "Internal error from Core" instead of the server's status (grpc/grpc#36066). The channel is the
-        ``tritonclient`` gRPC client's ``_channel`` (``tritonclient.grpc`` or ``tritonclient.grpc.aio``):
-        the one private name used.
+        "Internal error from Core" instead of the server's status (grpc/grpc#36066).
         """
-        from tritonclient.grpc import service_pb2
-
-        client = self._transport().client
-        channel = getattr(client, "_channel", None)
-        if channel is None:
-            raise XclientError(
-                f"This tritonclient's {type(client).__module__} client has no _channel: Xclient cannot stream with it"
-            )
-        if self._stream_method is None or self._stream_method[0] is not channel:
-            method = channel.unary_stream(
-                MODEL_STREAM_INFER,
-                request_serializer=service_pb2.ModelInferRequest.SerializeToString,
-                response_deserializer=service_pb2.ModelStreamInferResponse.FromString,
-            )
-            self._stream_method = (channel, method)
-        return self._stream_method[1]
+        return self._transport().stubs.stream
 
 
 class AsyncioDecoupledModelClient(AsyncClientMixin, _StreamingClient):
@@ -701,7 +638,6 @@ class AsyncioDecoupledModelClient(AsyncClientMixin, _StreamingClient):
 
     async def close(self) -> None:
         """Close the connection, cancelling open streams; later calls raise ClientClosedError. Twice is fine."""
-        self._stream_method = None  # it holds the channel
         await super().close()
 
 
@@ -763,5 +699,4 @@ class DecoupledModelClient(SyncClientMixin, _StreamingClient):
             self._closed = True
         self._stop_watchdog.detach()
         self._watchdog.stop()  # a second close() running at once waits for the first one too
-        self._stream_method = None  # it holds the channel
         super().close()

@@ -180,10 +180,6 @@ def _http_outputs(result: Any) -> dict[str, np.ndarray]:
     return _output_arrays(result, [output["name"] for output in result.get_response().get("outputs", ())])
 
 
-def grpc_outputs(result: Any) -> dict[str, np.ndarray]:
-    return _output_arrays(result, [output.name for output in result.get_response().outputs])
-
-
 #: Triton's name of each numpy dtype seen so far (``np_to_triton_dtype`` is a chain of comparisons).
 _TRITON_DTYPES: dict[np.dtype, str] = {}
 
@@ -286,7 +282,14 @@ class Calls:
         timeout_s: float,
         headers: Headers,
     ) -> Op:
-        kwargs = {**self._kw(timeout_s, headers), "model_version": version, "parameters": parameters}
+        return self._infer_op(name, version, inputs, parameters, timeout_s, headers)
+
+    def _infer_op(
+        self, name: str, version: str, inputs: Any, parameters: Any, timeout_s: float, headers: Headers
+    ) -> Op:
+        from ._coding import check_parameters
+
+        kwargs = {**self._kw(timeout_s, headers), "model_version": version, "parameters": check_parameters(parameters)}
         return Op("infer", (name, _infer_inputs(self._input, inputs)), kwargs, type(self)._outputs)
 
 
@@ -305,18 +308,29 @@ class HttpCalls(Calls):
 
 
 class GrpcCalls(Calls):
-    """gRPC: every call carries its deadline (``client_timeout``); metadata keys in lower case."""
+    """gRPC: every call carries its deadline (``client_timeout``); metadata keys in lower case. Inference
+    is Xclient's own coding (:mod:`._grpc_wire`), sent by the transport over the channel."""
 
-    _outputs = staticmethod(grpc_outputs)
     _json_kwargs = {"as_json": True}
 
     def __init__(self) -> None:
-        import tritonclient.grpc as grpcclient
-
-        super().__init__(grpcclient.InferInput)
+        pass  # no InferInput factory: requests are built by _grpc_wire
 
     def _kw(self, timeout_s: float, headers: Headers) -> dict[str, Any]:
         return {"headers": grpc_metadata(headers), "client_timeout": timeout_s}
+
+    def _infer_op(
+        self, name: str, version: str, inputs: Any, parameters: Any, timeout_s: float, headers: Headers
+    ) -> Op:
+        from ._grpc_wire import build_request, metadata, read_outputs
+
+        request = build_request(name, version, inputs, parameters)
+        return Op(MODEL_INFER_OP, (request,), {"timeout_s": timeout_s, "metadata": metadata(headers)}, read_outputs)
+
+
+#: The Op method of a gRPC inference (the same name as HTTP's): the gRPC transports run it on their own
+#: stubs (:mod:`._grpc_wire`), not on the ``tritonclient`` client.
+MODEL_INFER_OP = "infer"
 
 
 def _http_ssl_options(tls: TlsOptions) -> dict[str, str] | None:
@@ -424,13 +438,27 @@ class HttpTransport(Transport):
 
 
 class GrpcTransport(Transport):
-    """One thread-safe ``tritonclient.grpc`` channel; each call carries its own deadline."""
+    """One thread-safe ``tritonclient.grpc`` channel; each call carries its own deadline. Inference and
+    streams go over the same channel through :class:`~._grpc_wire.Stubs`."""
 
     def __init__(self, url: ServerUrl, tls: TlsOptions) -> None:
         super().__init__(url, tls)
         import tritonclient.grpc as grpcclient
 
+        from ._grpc_wire import Stubs
+
         self._grpc = grpcclient.InferenceServerClient(url.address, **_grpc_tls_kwargs(url, tls))
+        self.stubs = Stubs(_channel_of(self._grpc), _probe_address(url))
+
+    def run(self, op: Op, timeout_s: float) -> Any:
+        if op.method == MODEL_INFER_OP:
+            return op.parse(self.stubs.infer(*op.args, **op.kwargs))
+        try:
+            answer = super().run(op, timeout_s)
+        except Exception as e:  # noqa: BLE001 - a hint added, then raised for translate_error
+            raise _grpc_failure(e, self.url) from None  # no local refers to it: no cycle through the frame
+        self.stubs.answered()
+        return answer
 
     def _client(self, timeout_s: float) -> Any:
         return self._grpc
@@ -442,6 +470,27 @@ class GrpcTransport(Transport):
 
     def close(self) -> None:
         self._grpc.close()
+
+
+def _channel_of(client: Any) -> Any:
+    """The gRPC channel of a ``tritonclient`` gRPC client (sync or aio): the one private name used."""
+    channel = getattr(client, "_channel", None)
+    if channel is None:
+        raise XclientError(
+            f"This tritonclient's {type(client).__module__} client has no _channel: Xclient cannot call gRPC with it"
+        )
+    return channel
+
+
+def _grpc_failure(exc: BaseException, url: ServerUrl) -> BaseException:
+    from ._grpc_wire import hint_http_port
+
+    return hint_http_port(exc, _probe_address(url))
+
+
+def _probe_address(url: ServerUrl) -> str | None:
+    """Where a gRPC failure may ask whether the port speaks HTTP: plain-text URLs only."""
+    return None if url.tls else url.address
 
 
 class AsyncTransport:
@@ -456,9 +505,13 @@ class AsyncTransport:
         self._grpc = url.protocol == "grpc"
         self.calls: Any = GrpcCalls() if self._grpc else HttpCalls()
         self._clients: dict[float, Any] = {}  # deadline (HTTP) or 0.0 (gRPC: one client) -> aio client
+        self._stubs: Any = None  # gRPC: inference and streams over the aio client's channel
+        self._answered = False  # gRPC: a call got an answer, so the channel has been connected
 
     async def run(self, op: Op, timeout_s: float) -> Any:
-        method = getattr(self._client(0.0 if self._grpc else timeout_s), op.method)
+        if self._grpc:
+            return await self._run_grpc(op)
+        method = getattr(self._client(timeout_s), op.method)
         try:
             return op.parse(await method(*op.args, **op.kwargs))
         except OSError as e:
@@ -468,10 +521,34 @@ class AsyncTransport:
         # was not running, so aiohttp did not know; the request was not sent: send it on a new connection.
         return op.parse(await method(*op.args, **op.kwargs))
 
+    async def _run_grpc(self, op: Op) -> Any:
+        if op.method == MODEL_INFER_OP:
+            return op.parse(await self.stubs.infer(*op.args, **op.kwargs))
+        try:
+            answer = op.parse(await getattr(self._client(0.0), op.method)(*op.args, **op.kwargs))
+        except Exception as e:  # noqa: BLE001 - a hint added, then raised for translate_error
+            raise _grpc_failure(e, self.url) from None  # no local refers to it: no cycle through the frame
+        self._answered = True
+        if self._stubs is not None:
+            self._stubs.answered()
+        return answer
+
     @property
     def client(self) -> Any:
         """The ``tritonclient.grpc.aio`` client (made on first use)."""
         return self._client(0.0)
+
+    @property
+    def stubs(self) -> Any:
+        """Inference and streams over the aio client's channel (:class:`~._grpc_wire.AsyncStubs`)."""
+        stubs = self._stubs
+        if stubs is None:
+            from ._grpc_wire import AsyncStubs
+
+            stubs = self._stubs = AsyncStubs(_channel_of(self._client(0.0)), _probe_address(self.url))
+            if self._answered:
+                stubs.answered()
+        return stubs
 
     def _client(self, timeout_s: float) -> Any:
         client = self._clients.get(timeout_s)
@@ -496,6 +573,7 @@ class AsyncTransport:
         )
 
     async def close(self) -> None:
+        self._stubs = None  # it holds the channel
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.close()
