@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import http.client
 import select
+import socket
 import ssl
 import sys
 import threading
@@ -201,8 +202,18 @@ class _Stream:
         sock = self.writer.get_extra_info("socket")
         return sock is not None and not _dropped(sock.fileno())
 
-    def close(self) -> None:
-        self.writer.close()
+    def close(self) -> bool:
+        """Close the connection; False when its event loop is closed already (a client used under
+        successive ``asyncio.run``): then the socket is shut down, and freed with its transport."""
+        try:
+            self.writer.close()
+            return True
+        except RuntimeError:
+            sock = self.writer.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            return False
 
 
 class AsyncWire:
@@ -321,9 +332,8 @@ class AsyncWire:
 
     async def close(self) -> None:
         streams, self._open, self._idle = list(self._open), set(), []
-        for stream in streams:
-            stream.close()
-        for stream in streams:
+        closing = [stream for stream in streams if stream.close()]
+        for stream in closing:
             with contextlib.suppress(Exception):
                 await stream.writer.wait_closed()
 

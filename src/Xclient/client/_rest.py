@@ -272,9 +272,7 @@ def statistics(name: str, version: str, headers: Mapping[str, str] | None) -> Re
 # -- the generate extension ---------------------------------------------------------------------------------
 
 
-def generate_stream(
-    name: str, version: str, payload: Mapping[str, Any], headers: Mapping[str, str] | None
-) -> Request:
+def generate_stream(name: str, version: str, payload: Mapping[str, Any], headers: Mapping[str, str] | None) -> Request:
     """``POST .../generate_stream``: the request as the extension's JSON; the answer is server-sent events."""
     return post_json(model_path(name, version) + "/generate_stream", dict(payload), headers)
 
@@ -304,7 +302,6 @@ class SseParser:
             elif line.startswith(b"data:"):
                 self._data.append(line[5:].removeprefix(b" "))
         return events
-
 
 
 # -- HTTP/1.1 framing (what the asyncio wire writes and reads itself) ---------------------------------------
@@ -342,8 +339,6 @@ def keeps_alive(headers: Mapping[str, str]) -> bool:
     return headers.get("connection", "").lower() != "close"
 
 
-
-
 # -- the Op of each server call ---------------------------------------------------------------------------
 
 
@@ -351,37 +346,42 @@ def _index_entries(response: Response) -> list[dict[str, Any]]:
     return list(json_body(response) or [])
 
 
+def _op(method: str, args: tuple[Any, ...], request: Request, parse: Any) -> Op:
+    return Op(method, args, {"request": request}, parse)
+
+
 class HttpCalls:
-    """Builds the :class:`~Xclient.client._transport.Op` of each server call over REST: the method is
-    named as ``tritonclient`` names it, the one argument is the :class:`Request`, ``parse`` reads the
-    :class:`Response`. The deadline is the wire's (the transport gets it with the Op)."""
+    """Builds the :class:`~Xclient.client._transport.Op` of each server call over REST: the method and
+    its arguments are named as ``tritonclient`` names them (the model first), ``kwargs["request"]`` is
+    the :class:`Request` to send, ``parse`` reads the :class:`Response`. The deadline is the wire's
+    (the transport gets it with the Op)."""
 
     def server_live(self, *, timeout_s: float, headers: Headers) -> Op:
-        return Op("is_server_live", (get("/v2/health/live", headers),), {}, is_ok)
+        return _op("is_server_live", (), get("/v2/health/live", headers), is_ok)
 
     def server_ready(self, *, timeout_s: float, headers: Headers) -> Op:
-        return Op("is_server_ready", (get("/v2/health/ready", headers),), {}, is_ok)
+        return _op("is_server_ready", (), get("/v2/health/ready", headers), is_ok)
 
     def model_ready(self, name: str, version: str, *, timeout_s: float, headers: Headers) -> Op:
-        return Op("is_model_ready", (get(model_path(name, version) + "/ready", headers),), {}, is_ok)
+        return _op("is_model_ready", (name, version), get(model_path(name, version) + "/ready", headers), is_ok)
 
     def model_config(self, name: str, version: str, *, timeout_s: float, headers: Headers) -> Op:
-        return Op("get_model_config", (get(model_path(name, version) + "/config", headers),), {}, json_body)
+        return _op("get_model_config", (name, version), get(model_path(name, version) + "/config", headers), json_body)
 
     def server_metadata(self, *, timeout_s: float, headers: Headers) -> Op:
-        return Op("get_server_metadata", (get("/v2", headers),), {}, json_body)
+        return _op("get_server_metadata", (), get("/v2", headers), json_body)
 
     def repository_index(self, *, timeout_s: float, headers: Headers) -> Op:
-        return Op("get_model_repository_index", (repository_index(headers),), {}, _index_entries)
+        return _op("get_model_repository_index", (), repository_index(headers), _index_entries)
 
     def load_model(self, name: str, config: str | None, *, timeout_s: float, headers: Headers) -> Op:
-        return Op("load_model", (load_model(name, config, headers),), {}, nothing)
+        return _op("load_model", (name,), load_model(name, config, headers), nothing)
 
     def unload_model(self, name: str, unload_dependents: bool, *, timeout_s: float, headers: Headers) -> Op:
-        return Op("unload_model", (unload_model(name, unload_dependents, headers),), {}, nothing)
+        return _op("unload_model", (name,), unload_model(name, unload_dependents, headers), nothing)
 
     def statistics(self, name: str, version: str, *, timeout_s: float, headers: Headers) -> Op:
-        return Op("get_inference_statistics", (statistics(name, version, headers),), {}, json_body)
+        return _op("get_inference_statistics", (name, version), statistics(name, version, headers), json_body)
 
     def infer(
         self,
@@ -393,4 +393,4 @@ class HttpCalls:
         timeout_s: float,
         headers: Headers,
     ) -> Op:
-        return Op("infer", (infer(name, version, inputs, parameters, headers),), {}, infer_outputs)
+        return _op("infer", (name, version), infer(name, version, inputs, parameters, headers), infer_outputs)

@@ -358,7 +358,7 @@ class HttpTransport(Transport):
         self.wire = SyncWire(url, tls)
 
     def run(self, op: Op, timeout_s: float) -> Any:
-        return op.parse(self.wire.send(op.args[0], timeout_s))
+        return op.parse(self.wire.send(op.kwargs["request"], timeout_s))
 
     def close(self) -> None:
         self.wire.close()
@@ -407,7 +407,7 @@ class AsyncTransport:
             from ._http_wire import AsyncWire
 
             self._wire = AsyncWire(self.url, self.tls)
-        return op.parse(await self._wire.send(op.args[0], timeout_s))
+        return op.parse(await self._wire.send(op.kwargs["request"], timeout_s))
 
     @property
     def client(self) -> Any:
