@@ -204,7 +204,7 @@ class BaseClient:
             raise XclientValueError(f"retries: expected a whole number >= 0, got {retries!r}")
         self._retries = retries
         self._retry_backoff_s = check_timeout("retry_backoff_s", retry_backoff_s)
-        self._tls = TlsOptions(ca_certs=ca_certs, client_cert=client_cert, client_key=client_key)
+        self._tls = TlsOptions(ca_certs=ca_certs, client_cert=client_cert, client_key=client_key).check()
         self._headers = build_headers(api_key, api_key_header, headers, grpc=self._url.protocol == "grpc")
         self._ctx = CallContext(self._url, _model, tuple(secrets_of(self._headers, api_key)))
         self._closed = False

@@ -1,20 +1,20 @@
-"""Thin transports over ``tritonclient`` (HTTP and gRPC, sync and asyncio), and the one place
-errors are translated.
+"""Thin transports (HTTP and gRPC, sync and asyncio), and the one place errors are translated.
 
-Each server call is described once per protocol as an :class:`Op` (which ``tritonclient`` method,
-which arguments, how to read the answer) by :class:`HttpCalls` or :class:`GrpcCalls`. A sync
-transport runs an Op, an asyncio transport awaits it: the four transports differ only in how
-they make their ``tritonclient`` client and wait. A transport knows nothing of argument mapping
-or batching. ``tritonclient`` is imported here, lazily, so ``import Xclient`` stays light.
+Each server call is described once per protocol as an :class:`Op` (its method, its arguments, how
+to read the answer): by :class:`GrpcCalls` over ``tritonclient.grpc``, by
+:class:`~Xclient.client._rest.HttpCalls` over Xclient's own REST coding (:mod:`Xclient.client._rest`,
+sent by :mod:`Xclient.client._http_wire`; no gevent). A sync transport runs an Op, an asyncio
+transport awaits it. A transport knows nothing of argument mapping or batching. ``tritonclient``
+is imported here, lazily, so ``import Xclient`` stays light.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import socket
 import ssl
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,6 +27,7 @@ from ..exceptions import (
     ServerUnavailableError,
     XclientError,
     XclientTimeoutError,
+    XclientValueError,
 )
 from ._auth import redact
 from ._urls import ServerUrl
@@ -39,6 +40,22 @@ class TlsOptions:
     ca_certs: str | None = None
     client_cert: str | None = None
     client_key: str | None = None
+
+    def check(self) -> TlsOptions:
+        """Refuse a path that is not a readable file, naming the option (before anything is sent)."""
+        for option in ("ca_certs", "client_cert", "client_key"):
+            path = getattr(self, option)
+            if path is None:
+                continue
+            if not isinstance(path, (str, os.PathLike)):
+                raise XclientValueError(f"{option}: expected the path of a PEM file, got {path!r}")
+            if not os.path.isfile(path):
+                raise XclientValueError(f"{option}: no such file {os.fspath(path)!r}")
+            if not os.access(path, os.R_OK):
+                raise XclientValueError(f"{option}: the file {os.fspath(path)!r} is not readable")
+        if self.client_key is not None and self.client_cert is None:
+            raise XclientValueError("client_key: given without client_cert (the certificate it is the key of)")
+        return self
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +116,7 @@ def translate_error(exc: BaseException, ctx: CallContext, action: str, timeout_s
             )
         if status in _NOT_FOUND_STATUSES or (status in (None, "400") and "unknown model" in lowered):
             return ModelUnavailableError(
-                f"{where.capitalize()} is not available: {server_message}",
+                f"{where[:1].upper()}{where[1:]} is not available: {server_message}",
                 model=model,
                 status=status,
                 server_message=server_message,
@@ -158,26 +175,20 @@ def _never_reached_the_server(lowered: str) -> bool:
 
 
 def _not_sent(lowered: str) -> bool:
-    """aiohttp could not write the request (its connection was closed): the server cannot have run it."""
-    return "can not write request body" in lowered
+    """The HTTP wire could not write the request (its connection was closed): the server cannot have run it."""
+    return "the request could not be written" in lowered
 
 
-#: What the HTTP clients raise when the connection closes under a request: geventhttpclient's
-#: ``HTTPConnectionClosed``, aiohttp's ``ServerDisconnectedError`` (a ``ClientConnectionError``; those
-#: that are ``OSError``s are handled as such).
-_CONNECTION_LOST = ("HTTPConnectionClosed", "ClientConnectionError")
+#: What the HTTP wires raise when the connection closes under a request and the socket gave no
+#: ``OSError``: ``http.client``'s ``IncompleteRead`` and other ``HTTPException``s, asyncio's
+#: ``IncompleteReadError``.
+_CONNECTION_LOST = ("HTTPException", "IncompleteReadError")
 
 
 def _connection_lost(exc: BaseException) -> bool:
     return any(cls.__name__ in _CONNECTION_LOST for cls in type(exc).__mro__)
 
 
-def _output_arrays(result: Any, names: list[str]) -> dict[str, np.ndarray]:
-    return {name: result.as_numpy(name) for name in names}
-
-
-def _http_outputs(result: Any) -> dict[str, np.ndarray]:
-    return _output_arrays(result, [output["name"] for output in result.get_response().get("outputs", ())])
 
 
 #: Triton's name of each numpy dtype seen so far (``np_to_triton_dtype`` is a chain of comparisons).
@@ -203,8 +214,8 @@ def _infer_inputs(factory: Callable[..., Any], inputs: Mapping[str, np.ndarray])
 
 
 def _index_entries(answer: Any) -> list[dict[str, Any]]:
-    """The repository index: HTTP answers a list, gRPC (as JSON) ``{"models": [...]}``."""
-    return list(answer.get("models", []) if isinstance(answer, Mapping) else answer)
+    """The repository index: gRPC answers (as JSON) ``{"models": [...]}``."""
+    return list(answer.get("models", []))
 
 
 def _nothing(answer: Any) -> None:
@@ -293,20 +304,6 @@ class Calls:
         return Op("infer", (name, _infer_inputs(self._input, inputs)), kwargs, type(self)._outputs)
 
 
-class HttpCalls(Calls):
-    """HTTP: the deadline is the client's (``network_timeout``), not an argument."""
-
-    _outputs = staticmethod(_http_outputs)
-
-    def __init__(self) -> None:
-        import tritonclient.http as httpclient
-
-        super().__init__(httpclient.InferInput)
-
-    def _kw(self, timeout_s: float, headers: Headers) -> dict[str, Any]:
-        return {"headers": headers}
-
-
 class GrpcCalls(Calls):
     """gRPC: every call carries its deadline (``client_timeout``); metadata keys in lower case. Inference
     is Xclient's own coding (:mod:`._grpc_wire`), sent by the transport over the channel."""
@@ -333,11 +330,6 @@ class GrpcCalls(Calls):
 MODEL_INFER_OP = "infer"
 
 
-def _http_ssl_options(tls: TlsOptions) -> dict[str, str] | None:
-    pairs = (("ca_certs", tls.ca_certs), ("certfile", tls.client_cert), ("keyfile", tls.client_key))
-    return {key: value for key, value in pairs if value} or None
-
-
 def _grpc_tls_kwargs(url: ServerUrl, tls: TlsOptions) -> dict[str, Any]:
     return {
         "ssl": url.tls,
@@ -353,7 +345,7 @@ class Transport:
     def __init__(self, url: ServerUrl, tls: TlsOptions) -> None:
         self.url = url
         self.tls = tls
-        self.calls: Any = GrpcCalls() if url.protocol == "grpc" else HttpCalls()
+        self.calls: Any = GrpcCalls() if url.protocol == "grpc" else _http_calls()
 
     def run(self, op: Op, timeout_s: float) -> Any:
         return op.parse(getattr(self._client(timeout_s), op.method)(*op.args, **op.kwargs))
@@ -365,76 +357,27 @@ class Transport:
         raise NotImplementedError
 
 
-_HUBS_LOCK = threading.Lock()
-#: The gevent hub of each thread but the main one that made an HTTP client (see :func:`_track_gevent_hub`).
-_THREAD_HUBS: dict[threading.Thread, Any] = {}
+def _http_calls() -> Any:
+    from ._rest import HttpCalls
 
-
-def _track_gevent_hub(*, register: bool = True) -> None:
-    """Remember the calling thread's gevent hub (with ``register``), and destroy the hubs of threads
-    that have ended.
-
-    ``tritonclient.http`` runs on gevent, which gives every thread that uses it a hub of its own (an
-    epoll and an eventfd descriptor) and frees it only when told to: without this, every short-lived thread
-    that calls a shared :class:`~Xclient.client.ModelClient` would leak two descriptors. gevent allows destroying
-    the hub of a thread that has ended from another thread."""
-    import gevent
-
-    current = threading.current_thread()
-    with _HUBS_LOCK:
-        ended = [thread for thread in _THREAD_HUBS if not thread.is_alive()]
-        hubs = [_THREAD_HUBS.pop(thread) for thread in ended]
-        if register and current is not threading.main_thread() and current not in _THREAD_HUBS:
-            _THREAD_HUBS[current] = gevent.get_hub()
-    for hub in hubs:
-        if hub.loop is not None:  # not destroyed yet
-            hub.destroy(destroy_loop=True)
+    return HttpCalls()
 
 
 class HttpTransport(Transport):
-    """``tritonclient.http`` clients are not thread-safe, so each thread gets its own; and since
-    their deadline is set per client, one per deadline value (flows use a handful). The clients (and
-    gevent hubs) of threads that have ended are closed when a client is next made, and by :meth:`close`."""
+    """HTTP over :class:`~Xclient.client._http_wire.SyncWire` (one persistent connection per thread,
+    each closed when its thread ends); the deadline comes with each request."""
 
     def __init__(self, url: ServerUrl, tls: TlsOptions) -> None:
         super().__init__(url, tls)
-        import tritonclient.http as httpclient
+        from ._http_wire import SyncWire
 
-        self._module = httpclient
-        self._local = threading.local()
-        self._all: list[tuple[threading.Thread, Any]] = []  # (owner thread, client), to close them all
-        self._lock = threading.Lock()
+        self.wire = SyncWire(url, tls)
 
-    def _client(self, timeout_s: float) -> Any:
-        clients = getattr(self._local, "clients", None)
-        if clients is None:
-            clients = self._local.clients = {}
-        client = clients.get(timeout_s)
-        if client is None:
-            client = self._module.InferenceServerClient(
-                self.url.address,
-                connection_timeout=timeout_s,
-                network_timeout=timeout_s,
-                ssl=self.url.tls,
-                ssl_options=_http_ssl_options(self.tls),
-            )
-            clients[timeout_s] = client
-            with self._lock:
-                # Close the clients of threads that have ended, so short-lived threads leak nothing.
-                ended = [c for thread, c in self._all if not thread.is_alive()]
-                self._all = [(t, c) for t, c in self._all if t.is_alive()]
-                self._all.append((threading.current_thread(), client))
-            for stale in ended:
-                stale.close()
-            _track_gevent_hub()
-        return client
+    def run(self, op: Op, timeout_s: float) -> Any:
+        return op.parse(self.wire.send(op.kwargs["request"], timeout_s))
 
     def close(self) -> None:
-        with self._lock:
-            clients, self._all = self._all, []
-        for _, client in clients:
-            client.close()
-        _track_gevent_hub(register=False)
+        self.wire.close()
 
 
 class GrpcTransport(Transport):
@@ -494,38 +437,36 @@ def _probe_address(url: ServerUrl) -> str | None:
 
 
 class AsyncTransport:
-    """An asyncio transport: awaits an :class:`Op`, its deadline enforced by the ``tritonclient`` aio
-    client itself: gRPC sends it with the call (``client_timeout``), and over HTTP there is one client
-    per deadline value, whose aiohttp session has that total timeout (as the sync transport does), so
-    no timer of Xclient's runs per request. Clients are made on first use, inside the loop."""
+    """An asyncio transport: awaits an :class:`Op` within its deadline. gRPC sends the deadline with
+    the call (``client_timeout``) on one ``tritonclient.grpc.aio`` client; HTTP goes through
+    :class:`~Xclient.client._http_wire.AsyncWire`. Clients are made on first use, inside the loop.
+    Nothing is resent here: a request that could not be written fails as retryable, and only the
+    user's ``retries`` send it again."""
 
     def __init__(self, url: ServerUrl, tls: TlsOptions) -> None:
         self.url = url
         self.tls = tls
         self._grpc = url.protocol == "grpc"
-        self.calls: Any = GrpcCalls() if self._grpc else HttpCalls()
-        self._clients: dict[float, Any] = {}  # deadline (HTTP) or 0.0 (gRPC: one client) -> aio client
+        self.calls: Any = GrpcCalls() if self._grpc else _http_calls()
+        self._grpc_client: Any = None
         self._stubs: Any = None  # gRPC: inference and streams over the aio client's channel
         self._answered = False  # gRPC: a call got an answer, so the channel has been connected
+        self._wire: Any = None  # HTTP: Xclient's own asyncio wire
 
     async def run(self, op: Op, timeout_s: float) -> Any:
         if self._grpc:
             return await self._run_grpc(op)
-        method = getattr(self._client(timeout_s), op.method)
-        try:
-            return op.parse(await method(*op.args, **op.kwargs))
-        except OSError as e:
-            if not _not_sent(str(e).lower()):
-                raise
-        # The pooled connection was closed by the server (a restart, an idle timeout) while the event loop
-        # was not running, so aiohttp did not know; the request was not sent: send it on a new connection.
-        return op.parse(await method(*op.args, **op.kwargs))
+        if self._wire is None:
+            from ._http_wire import AsyncWire
+
+            self._wire = AsyncWire(self.url, self.tls)
+        return op.parse(await self._wire.send(op.kwargs["request"], timeout_s))
 
     async def _run_grpc(self, op: Op) -> Any:
         if op.method == MODEL_INFER_OP:
             return op.parse(await self.stubs.infer(*op.args, **op.kwargs))
         try:
-            answer = op.parse(await getattr(self._client(0.0), op.method)(*op.args, **op.kwargs))
+            answer = op.parse(await getattr(self.client, op.method)(*op.args, **op.kwargs))
         except Exception as e:  # noqa: BLE001 - a hint added, then raised for translate_error
             raise _grpc_failure(e, self.url) from None  # no local refers to it: no cycle through the frame
         self._answered = True
@@ -536,7 +477,11 @@ class AsyncTransport:
     @property
     def client(self) -> Any:
         """The ``tritonclient.grpc.aio`` client (made on first use)."""
-        return self._client(0.0)
+        if self._grpc_client is None:
+            import tritonclient.grpc.aio as grpc_aio
+
+            self._grpc_client = grpc_aio.InferenceServerClient(self.url.address, **_grpc_tls_kwargs(self.url, self.tls))
+        return self._grpc_client
 
     @property
     def stubs(self) -> Any:
@@ -545,38 +490,19 @@ class AsyncTransport:
         if stubs is None:
             from ._grpc_wire import AsyncStubs
 
-            stubs = self._stubs = AsyncStubs(_channel_of(self._client(0.0)), _probe_address(self.url))
+            stubs = self._stubs = AsyncStubs(_channel_of(self.client), _probe_address(self.url))
             if self._answered:
                 stubs.answered()
         return stubs
 
-    def _client(self, timeout_s: float) -> Any:
-        client = self._clients.get(timeout_s)
-        if client is None:
-            client = self._clients[timeout_s] = self._make_client(timeout_s)
-        return client
-
-    def _make_client(self, timeout_s: float) -> Any:
-        if self._grpc:
-            import tritonclient.grpc.aio as grpc_aio
-
-            return grpc_aio.InferenceServerClient(self.url.address, **_grpc_tls_kwargs(self.url, self.tls))
-        import tritonclient.http.aio as http_aio
-
-        ssl_context = None
-        if self.url.tls:
-            ssl_context = ssl.create_default_context(cafile=self.tls.ca_certs)
-            if self.tls.client_cert:
-                ssl_context.load_cert_chain(self.tls.client_cert, self.tls.client_key)
-        return http_aio.InferenceServerClient(
-            self.url.address, conn_timeout=timeout_s, ssl=self.url.tls, ssl_context=ssl_context
-        )
-
     async def close(self) -> None:
         self._stubs = None  # it holds the channel
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.close()
+        grpc_client, self._grpc_client = self._grpc_client, None
+        wire, self._wire = self._wire, None
+        if grpc_client is not None:
+            await grpc_client.close()
+        if wire is not None:
+            await wire.close()
 
 
 def make_transport(url: ServerUrl, tls: TlsOptions) -> Transport:
