@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+from typing_extensions import Unpack
 
 from ..exceptions import ClientClosedError, XclientError, XclientValueError
 from ._asyncio import AsyncClientMixin
@@ -42,6 +43,7 @@ from ._coding import PreparedRequest, finish_response
 from ._config import ModelConfig
 from ._loop_thread import _LOOP_THREADS
 from ._model_client import SyncClientMixin
+from ._options import ModelClientOptions
 from ._transport import grpc_metadata, grpc_outputs, triton_dtype
 
 Outputs = dict[str, np.ndarray]
@@ -667,7 +669,9 @@ class AsyncioDecoupledModelClient(AsyncClientMixin, _StreamingClient):
     stream through one client at once.
     """
 
-    def __init__(self, url: str, model_name: str, model_version: str | int | None = None, **options: Any) -> None:
+    def __init__(
+        self, url: str, model_name: str, model_version: str | int | None = None, **options: Unpack[ModelClientOptions]
+    ) -> None:
         super().__init__(url, model_name, model_version, **options)
         self._refuse_http(url)
         self._async_setup()
@@ -722,7 +726,9 @@ class DecoupledModelClient(SyncClientMixin, _StreamingClient):
     client). Many threads may stream through one client at once; a failed stream leaves the client usable.
     """
 
-    def __init__(self, url: str, model_name: str, model_version: str | int | None = None, **options: Any) -> None:
+    def __init__(
+        self, url: str, model_name: str, model_version: str | int | None = None, **options: Unpack[ModelClientOptions]
+    ) -> None:
         super().__init__(url, model_name, model_version, **options)
         self._refuse_http(url)
         self._sync_setup()

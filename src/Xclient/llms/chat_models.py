@@ -29,7 +29,7 @@ from langchain_core.language_models import BaseChatModel, LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
-from ._base import CALL_ALIASES, MetaLMBase
+from ._base import CALL_ALIASES, MODEL_CONFIG, MetaLMBase
 from ._engine import Call, arun, run
 from ._streaming import Ending
 from ._templates import ChatTemplate, message_turns, resolve_template
@@ -87,6 +87,8 @@ class ChatMetaLM(MetaLMBase, BaseChatModel):
     anything is sent. Output bytes that are not valid UTF-8 become U+FFFD, alike in ``invoke`` and
     ``stream`` (a character split across stream responses is joined first, never replaced).
     """
+
+    model_config = MODEL_CONFIG
 
     chat_template: str | None = None
     """A built-in template name (``qwen``, ``chatml``, ``internlm2``, ``llama3``, ``raw``), a Jinja2
