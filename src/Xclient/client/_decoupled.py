@@ -615,8 +615,8 @@ class _StreamingClient(BaseModelClient):
     def _refuse_http(self, url: str) -> None:
         if self._url.protocol != "grpc":
             raise XclientValueError(
-                f"{type(self).__name__} streams over gRPC only; {url!r} is an HTTP URL (a URL without a scheme "
-                f"means HTTP): use e.g. 'grpc://{self._url.host}:8001'"
+                f"{type(self).__name__} streams over gRPC only; {url!r} is an HTTP URL (without a scheme, "
+                f"only port 8001 means gRPC): use e.g. 'grpc://{self._url.host}:8001'"
             )
 
     def _transport(self) -> Any:
