@@ -53,35 +53,14 @@ __all__ = [
     "exceptions",
 ]
 
-#: Names imported on first use: name -> module (the LangChain classes need the 'langchain' extra).
-_LAZY = {
-    **dict.fromkeys(
-        (
-            "AsyncResponseStream",
-            "AsyncioDecoupledModelClient",
-            "AsyncioModelClient",
-            "AsyncioServerClient",
-            "DecoupledModelClient",
-            "FuturesModelClient",
-            "ModelClient",
-            "ModelConfig",
-            "ModelStatus",
-            "ResponseStream",
-            "ServerClient",
-            "TensorSpec",
-        ),
-        ".client",
-    ),
-    "MetaLMEmbeddings": ".embeddings",
-    "MetaLMRerank": ".rerank",
-    "ChatMetaLM": ".llms",
-    "MetaLM": ".llms",
-}
+#: Where the names of ``__all__`` imported on first use live: the LangChain classes (they need the
+#: 'langchain' extra) here, every other one in ``.client``.
+_LANGCHAIN = {"MetaLMEmbeddings": ".embeddings", "MetaLMRerank": ".rerank", "ChatMetaLM": ".llms", "MetaLM": ".llms"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    if name in __all__:
+        return getattr(importlib.import_module(_LANGCHAIN.get(name, ".client"), __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
