@@ -128,12 +128,7 @@ class MetaLMBase(ConnectionFields):
         return Engine(
             Settings(
                 server_url=self.base_url,
-                model_version=self.model_version,
-                api_key=self.api_key.get_secret_value() if self.api_key else None,
-                api_key_header=self.api_key_header,
-                headers=self.headers,
-                init_timeout_s=self.init_timeout_s,
-                timeout_s=self.timeout,
+                options=self.client_options(),
                 max_retries=self.max_retries,
                 backend=self.backend,
                 input_name=self.input_name,

@@ -49,15 +49,12 @@ from ._streaming import Ending, Generation, TextDecoder
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """How to reach the server, as the LangChain class's fields said on first use."""
+    """How to reach the server, as the LangChain class's fields said on first use. ``options`` are the
+    base clients' keywords (:meth:`~Xclient._langchain_fields.ConnectionFields.client_options`), made
+    once from the fields; ``max_retries`` is applied here, to the whole generation (:class:`Retry`)."""
 
     server_url: str
-    model_version: str | None = None
-    api_key: str | None = None
-    api_key_header: str = "Authorization"
-    headers: Mapping[str, str] | None = None
-    init_timeout_s: float = 30.0
-    timeout_s: float = 60.0
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     max_retries: int = 0
     backend: BackendName | None = None
     input_name: str | None = None
@@ -69,19 +66,13 @@ class Settings:
         return parse_url(self.server_url)
 
     def client_options(self) -> dict[str, Any]:
-        """The base clients' options."""
-        return {
-            "model_version": self.model_version,
-            "init_timeout_s": self.init_timeout_s,
-            "inference_timeout_s": self.timeout_s,
-            "api_key": self.api_key,
-            "api_key_header": self.api_key_header,
-            "headers": self.headers,
-        }
+        """The base clients' options; they do not retry themselves (:class:`Retry` does, once)."""
+        return {**self.options, "retries": 0}
 
     def http_options(self) -> dict[str, Any]:
-        """The generate clients' options."""
-        options = self.client_options()
+        """The generate clients' options: the same, with the inference deadline as their ``timeout_s``."""
+        options = dict(self.options)
+        options.pop("retries", None)
         options["timeout_s"] = options.pop("inference_timeout_s")
         return options
 
