@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from Xclient.client import ModelClient
+from Xclient.client import AsyncioModelClient, ModelClient
 from Xclient.exceptions import ModelUnavailableError, ServerUnavailableError, XclientTimeoutError
 from Xclient.server import DEMO_MODELS, LocalTritonServer
 
@@ -86,3 +86,22 @@ def test_a_call_deadline_is_a_timeout_and_a_wait_deadline_is_unavailability(url,
     with pytest.raises(ModelUnavailableError) as model_info:
         ModelClient(url, "no_such_model").wait_for_model(0.3)
     assert not isinstance(model_info.value, TimeoutError)
+
+
+async def test_the_asyncio_client_waits_too_for_a_server_started_after_its_first_call_began():
+    import asyncio
+
+    server = LocalTritonServer(DEMO_MODELS, models=["text"])
+    url = server.url("grpc")
+    client = AsyncioModelClient(url, "text", wait_for_server_on_first_call=True, init_timeout_s=120)
+    call = asyncio.ensure_future(client.infer_sample("你好"))
+    try:
+        await asyncio.sleep(0)  # the call starts: it finds nothing listening
+        assert refuses(url) and not call.done()
+        await asyncio.to_thread(server.start)
+        result = await asyncio.wait_for(call, 120)
+    finally:
+        call.cancel()
+        await asyncio.to_thread(server.stop)
+        await client.close()
+    assert result["LENGTH"].tolist() == [2]

@@ -112,8 +112,15 @@ class MetaLMBase(ConnectionFields):
 
     @model_validator(mode="after")
     def _no_field_in_model_kwargs(self) -> MetaLMBase:
+        fields = type(self).model_fields
+        aliases = {
+            choice
+            for field in fields.values()
+            if isinstance(field.validation_alias, AliasChoices)
+            for choice in field.validation_alias.choices
+        }
         for key in self.model_kwargs:
-            if key in type(self).model_fields or key in CALL_ALIASES:
+            if key in fields or key in aliases or key in CALL_ALIASES:
                 raise ValueError(f"model_kwargs: {key!r} is a field: set {key}=... instead")
         return self
 

@@ -5,7 +5,7 @@ Example::
 
     from Xclient.llms import ChatMetaLM
 
-    llm = ChatMetaLM(server_url="localhost:8001", model_name="Qwen2-0.5B-Instruct")
+    llm = ChatMetaLM(base_url="localhost:8001", model="Qwen2-0.5B-Instruct")
     print(llm.invoke("介绍一下你自己").content)
     for chunk in llm.stream("介绍一下你自己"):
         print(chunk.content, end="", flush=True)
@@ -66,13 +66,14 @@ class ChatMetaLM(MetaLMBase, BaseChatModel):
     """A chat model on a Triton server: ``invoke``/``stream``/``batch`` and their native asyncio twins.
 
     Fields (the generation settings also per call, ``invoke(..., temperature=0)``; ``model=`` too):
-    ``model_name`` (alias ``model``), ``server_url`` (env ``XCLIENT_URL``, default ``localhost:8001``;
-    no scheme: gRPC), ``max_tokens`` (default 512, always sent; alias ``max_new_tokens``),
+    ``model`` (alias ``model_name``), ``base_url`` (alias ``server_url``; env ``XCLIENT_URL``, default
+    ``localhost:8001``; no scheme: gRPC on port 8001, else HTTP), ``max_tokens`` (default 512, always sent; alias ``max_new_tokens``),
     ``temperature``, ``top_p``, ``top_k``, ``min_tokens``, ``repetition_penalty``,
     ``presence_penalty``, ``frequency_penalty``, ``seed`` (None: the server's default; only what is set
     is sent), ``stop`` (alias ``stop_words``), ``model_kwargs``, ``chat_template``, ``backend``,
-    ``api_key`` (env ``XCLIENT_API_KEY``), ``headers``, ``timeout`` (per response, default 60 s),
-    ``init_timeout_s`` (30 s), ``max_retries`` (requests that never reached the server; 0).
+    ``api_key`` (env ``XCLIENT_API_KEY``), ``headers``, ``timeout`` (per response, default 60 s; alias
+    ``inference_timeout_s``), ``init_timeout_s`` (30 s), ``max_retries`` (requests that never reached the
+    server; 0). The connection fields are every LangChain class's (:mod:`Xclient._langchain_fields`).
 
     ``response_metadata`` holds ``model_name`` and ``finish_reason``; ``usage_metadata`` the token
     counts when the model reports them (vLLM's ``num_input_tokens``/``num_output_tokens``). Errors are

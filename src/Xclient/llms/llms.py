@@ -7,7 +7,7 @@ Example::
 
     from Xclient.llms import MetaLM
 
-    llm = MetaLM(server_url="localhost:8001", model_name="Qwen2-0.5B-Instruct", max_tokens=64)
+    llm = MetaLM(base_url="localhost:8001", model="Qwen2-0.5B-Instruct", max_tokens=64)
     llm.invoke("<|im_start|>user\\n你好<|im_end|>\\n<|im_start|>assistant\\n")
 """
 
