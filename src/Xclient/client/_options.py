@@ -52,7 +52,9 @@ class ModelClientOptions(ClientOptions, total=False):
     ensure_model_is_ready: bool
     """Check the model's readiness on first use (True)."""
     wait_for_server_on_first_call: bool
-    """Ride out a server that is still starting on the first call, until ``init_timeout_s`` (False)."""
+    """Ride out a server that is still starting on the first call, until ``init_timeout_s`` (False): the
+    call that fetches the config or checks readiness (with ``model_config=`` and
+    ``ensure_model_is_ready=False`` there is none, and nothing waits)."""
 
 
 class ServerClientOptions(ConnectionOptions, total=False):
