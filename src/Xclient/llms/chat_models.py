@@ -67,7 +67,8 @@ class ChatMetaLM(MetaLMBase, BaseChatModel):
 
     Fields (the generation settings also per call, ``invoke(..., temperature=0)``; ``model=`` too):
     ``model`` (alias ``model_name``), ``base_url`` (alias ``server_url``; env ``XCLIENT_URL``, default
-    ``localhost:8001``; no scheme: gRPC on port 8001, else HTTP), ``max_tokens`` (default 512, always sent; alias ``max_new_tokens``),
+    ``localhost:8001``; no scheme: gRPC on port 8001, else HTTP), ``max_tokens`` (default 512, always
+    sent; alias ``max_new_tokens``),
     ``temperature``, ``top_p``, ``top_k``, ``min_tokens``, ``repetition_penalty``,
     ``presence_penalty``, ``frequency_penalty``, ``seed`` (None: the server's default; only what is set
     is sent), ``stop`` (alias ``stop_words``), ``model_kwargs``, ``chat_template``, ``backend``,
