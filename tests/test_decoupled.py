@@ -177,9 +177,10 @@ async def test_every_request_asks_for_an_empty_final_response_and_parameters_pas
 
 def test_http_urls_are_refused_at_construction(triton_server):
     for cls in (DecoupledModelClient, AsyncioDecoupledModelClient):
-        for url in (triton_server.http_url, "localhost:8001"):
+        for url in (triton_server.http_url, "localhost:8000", "localhost"):  # no scheme, not port 8001: HTTP
             with pytest.raises(errors.XclientValueError, match="gRPC only.*grpc://"):
                 cls(url, "text_stream")
+        assert cls("localhost:8001", "text_stream").url == "grpc://localhost:8001"  # the no-scheme rule
 
 
 async def test_coupled_unknown_and_unreachable_models_fail_at_first_use(url, dead_url, make_client):

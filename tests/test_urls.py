@@ -42,3 +42,25 @@ def test_invalid_url_is_an_error_that_quotes_the_url(url):
 def test_non_str_url_is_refused():
     with pytest.raises(InvalidUrlError, match="expected a str"):
         parse_url(8000)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("box:8001", "grpc://box:8001"),  # Triton's gRPC port: gRPC
+        ("box", "http://box:8000"),  # no port: HTTP
+        ("box:8000", "http://box:8000"),
+        ("box:9001", "http://box:9001"),  # any other port: HTTP
+        ("[::1]:8001", "grpc://[::1]:8001"),
+        ("http://box:8001", "http://box:8001"),  # a scheme always wins
+        ("grpc://box:9000", "grpc://box:9000"),
+    ],
+)
+def test_a_url_without_scheme_is_grpc_on_port_8001_and_http_otherwise(url, expected):
+    assert str(parse_url(url)) == expected
+
+
+@pytest.mark.parametrize(("url", "scheme"), [("invalid_scheme://localhost", "invalid_scheme"), ("ftp://h", "ftp")])
+def test_an_unknown_scheme_is_named_in_the_error(url, scheme):
+    with pytest.raises(InvalidUrlError, match=f"unknown scheme {scheme!r}; expected one of http, https, grpc, grpcs"):
+        parse_url(url)

@@ -23,13 +23,13 @@ import numpy as np
 from typing_extensions import Self
 
 try:
-    from langchain_core.utils import from_env, secret_from_env
-    from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
+    from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 except ImportError:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "MetaLMEmbeddings and MetaLMRerank need the 'langchain' extra: pip install 'llmops-xclient[langchain]'"
     ) from None
 
+from ._langchain_fields import ConnectionFields
 from .client import AsyncioModelClient, ModelClient, ModelConfig
 
 T = TypeVar("T")
@@ -118,8 +118,12 @@ def _advance(plan: Plan[T], value: Any) -> tuple[bool, Any]:
         return True, stop.value
 
 
-class TritonAdapter(BaseModel):
+class TritonAdapter(ConnectionFields):
     """Connection settings and the plan runners; MetaLMEmbeddings and MetaLMRerank add their contract.
+
+    The connection fields are every LangChain class's (:class:`~Xclient._langchain_fields.ConnectionFields`:
+    ``base_url``/``server_url``, ``model``/``model_name``, ``model_version``, ``timeout`` (also
+    ``inference_timeout_s``), ``init_timeout_s``, ``max_retries``, ``api_key``...).
 
     Clients are made on first use (never in the constructor), with the settings of that moment, and
     reused: one thread-safe ModelClient for the sync methods, whose concurrent batches run on a pool
@@ -127,28 +131,12 @@ class TritonAdapter(BaseModel):
     The model config is fetched once and handed to every later client.
     """
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", protected_namespaces=())
 
-    model: str
-    """The model's name on the Triton server."""
-    base_url: str = Field(default_factory=from_env("XCLIENT_URL", default="http://localhost:8000"))
-    """``http(s)://host:port`` or ``grpc(s)://host:port`` (no scheme: HTTP); env ``XCLIENT_URL``."""
-    api_key: SecretStr | None = Field(default_factory=secret_from_env("XCLIENT_API_KEY", default=None))
-    """Sent as ``Authorization: Bearer <key>`` (see ``api_key_header``); env ``XCLIENT_API_KEY``. Never shown."""
-    api_key_header: str = "Authorization"
-    """The header that carries the key; another name than Authorization carries the bare key."""
-    headers: dict[str, str] | None = Field(default=None, repr=False)
-    """Headers sent with every request."""
-    model_version: str | None = None
-    """The model version; None: the server's choice."""
     max_batch_size: int | None = Field(default=None, gt=0)
     """Texts per request; None: the model's ``max_batch_size`` (see each class for details)."""
     max_concurrency: int = Field(default=DEFAULT_MAX_CONCURRENCY, gt=0)
     """Requests in flight at once, so the server's dynamic batcher stays busy; input order is kept."""
-    init_timeout_s: float = Field(default=30.0, gt=0)
-    """Deadline of the readiness and config calls."""
-    inference_timeout_s: float = Field(default=60.0, gt=0)
-    """Deadline of each request."""
     show_progress: bool = False
     """A tqdm progress bar over the texts (needs ``tqdm``); for long runs."""
 
@@ -167,15 +155,7 @@ class TritonAdapter(BaseModel):
     # -- clients ---------------------------------------------------------------------------------
 
     def _client_options(self) -> dict[str, Any]:
-        return {
-            "model_version": self.model_version,
-            "init_timeout_s": self.init_timeout_s,
-            "inference_timeout_s": self.inference_timeout_s,
-            "api_key": self.api_key.get_secret_value() if self.api_key else None,
-            "api_key_header": self.api_key_header,
-            "headers": self.headers,
-            "model_config": self._conn.config,
-        }
+        return {**self.client_options(), "model_config": self._conn.config}
 
     def _sync_client(self) -> tuple[ModelClient, ThreadPoolExecutor]:
         conn = self._conn

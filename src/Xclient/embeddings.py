@@ -25,9 +25,11 @@ from typing import Any
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
+from pydantic import Field
 
 from ._batching import CONFIG, Plan, Request, TritonAdapter, split, to_floats
 from ._contract import Role, check_no_other_required_inputs, describe, find, incompatible, is_text, is_vector, pick
+from ._langchain_fields import MODEL_ALIASES
 from ._text import check_text, check_texts, short
 from .client import ModelConfig, TensorSpec
 
@@ -148,7 +150,7 @@ class MetaLMEmbeddings(TritonAdapter, Embeddings):
     is an :class:`~Xclient.exceptions.IncompatibleModelError` naming the model, the output and the text.
     """
 
-    model: str = "bge-m3-v"
+    model: str = Field(default="bge-m3-v", validation_alias=MODEL_ALIASES)
     """The embeddings model's name on the server."""
     input_name: str | None = None
     """The input that takes the text; None: detect from the model config."""

@@ -30,9 +30,11 @@ from typing import Any, Literal
 import numpy as np
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
+from pydantic import Field
 
 from ._batching import CONFIG, Plan, Request, TritonAdapter, split
 from ._contract import Role, check_no_other_required_inputs, describe, find, incompatible, is_scalar_or_list, pick
+from ._langchain_fields import MODEL_ALIASES
 from ._text import check_list, check_text, check_texts, refuse
 from .client import ModelConfig, TensorSpec
 
@@ -154,7 +156,7 @@ class MetaLMRerank(TritonAdapter, BaseDocumentCompressor):
     ``score_output`` name the tensors for deployments the detection does not recognize.
     """
 
-    model: str = "bge-reranker-v2-m3"
+    model: str = Field(default="bge-reranker-v2-m3", validation_alias=MODEL_ALIASES)
     """The reranker's name on the server."""
     top_n: int = 5
     """How many documents :meth:`compress_documents` returns; below 1: none."""

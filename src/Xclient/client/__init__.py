@@ -1,24 +1,60 @@
-"""Xclient's model clients. ``from Xclient.client import ModelClient`` is a public contract."""
+"""Xclient's model clients. ``from Xclient.client import ModelClient`` is a public contract.
 
-from ..exceptions import *  # noqa: F401,F403 - errors are reachable from here too
-from ..exceptions import __all__ as _exceptions_all
+The errors of :mod:`Xclient.exceptions` are reachable from here too.
+"""
+
+from ..exceptions import (
+    AccessDeniedError,
+    BatchingNotSupportedError,
+    ClientClosedError,
+    IncompatibleModelError,
+    InferenceServerError,
+    InvalidUrlError,
+    ModelUnavailableError,
+    QueueFullError,
+    ServerStartError,
+    ServerUnavailableError,
+    XclientError,
+    XclientTimeoutError,
+    XclientValueError,
+)
 from ._asyncio import AsyncioModelClient
 from ._config import ModelConfig, TensorSpec
-from ._decoupled import AsyncioDecoupledModelClient, DecoupledModelClient
+from ._decoupled import AsyncioDecoupledModelClient, AsyncResponseStream, DecoupledModelClient, ResponseStream
 from ._futures import FuturesModelClient
 from ._model_client import ModelClient
+from ._options import ConnectionOptions, ModelClientOptions, ServerClientOptions
+from ._retry import RetryPolicy
 from ._server_client import AsyncioServerClient, ModelStatus, ServerClient
 
 __all__ = [
+    "AccessDeniedError",
+    "AsyncResponseStream",
     "AsyncioDecoupledModelClient",
     "AsyncioModelClient",
     "AsyncioServerClient",
+    "BatchingNotSupportedError",
+    "ClientClosedError",
+    "ConnectionOptions",
     "DecoupledModelClient",
-    "ModelClient",
     "FuturesModelClient",
+    "IncompatibleModelError",
+    "InferenceServerError",
+    "InvalidUrlError",
+    "ModelClient",
+    "ModelClientOptions",
     "ModelConfig",
     "ModelStatus",
+    "ModelUnavailableError",
+    "QueueFullError",
+    "ResponseStream",
+    "RetryPolicy",
     "ServerClient",
+    "ServerClientOptions",
+    "ServerStartError",
+    "ServerUnavailableError",
     "TensorSpec",
-    *_exceptions_all,
+    "XclientError",
+    "XclientTimeoutError",
+    "XclientValueError",
 ]

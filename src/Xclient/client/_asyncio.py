@@ -7,10 +7,12 @@ from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
+from typing_extensions import Unpack
 
 from ..exceptions import XclientError
 from ._base import BaseClient, BaseModelClient, Flow, Inference, run_flow_async
 from ._config import ModelConfig
+from ._options import ModelClientOptions
 from ._transport import AsyncTransport
 
 _Self = TypeVar("_Self", bound="AsyncClientMixin")
@@ -110,7 +112,9 @@ class AsyncioModelClient(AsyncClientMixin):
     Hundreds of concurrent requests on one client are fine.
     """
 
-    def __init__(self, url: str, model_name: str, model_version: str | int | None = None, **options: Any) -> None:
+    def __init__(
+        self, url: str, model_name: str, model_version: str | int | None = None, **options: Unpack[ModelClientOptions]
+    ) -> None:
         super().__init__(url, model_name, model_version, **options)
         self._async_setup()
 

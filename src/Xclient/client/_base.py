@@ -14,6 +14,8 @@ import time
 from collections.abc import Generator, Mapping
 from typing import Any
 
+from typing_extensions import Unpack
+
 from ..exceptions import (
     ClientClosedError,
     IncompatibleModelError,
@@ -26,6 +28,8 @@ from ..exceptions import (
 from ._auth import build_headers, merge_headers, secrets_of
 from ._coding import PreparedRequest, finish_response, prepare_request
 from ._config import ModelConfig
+from ._options import ClientOptions
+from ._retry import DEFAULT_INITIAL_BACKOFF_S, RetryPolicy
 from ._transport import AsyncTransport, CallContext, TlsOptions, Transport, translate_error
 from ._urls import ServerUrl, parse_url
 
@@ -107,12 +111,10 @@ class _Steps:
 
 
 def retry_pause(error: XclientError, attempts: int, retries: int, backoff_s: float) -> float | None:
-    """The retry rule, for every call and stream: after ``attempts`` retries, a failure marked
-    ``retryable`` (nothing reached the server) is sent again after this pause (doubling each time),
-    up to ``retries`` times; None: raise it."""
-    if error.retryable and attempts < retries:
-        return backoff_s * 2**attempts
-    return None
+    """The retry rule (:class:`~Xclient.client._retry.RetryPolicy`) for every call and stream: the
+    pause before resending after ``attempts`` retries, up to ``retries`` times, the first one about
+    ``backoff_s``; None: raise ``error``."""
+    return RetryPolicy(retries, backoff_s).pause(error, attempts)
 
 
 def run_flow(
@@ -121,7 +123,7 @@ def run_flow(
     ctx: CallContext,
     headers: Mapping[str, str] | None,
     retries: int = 0,
-    backoff_s: float = 0.1,
+    backoff_s: float = DEFAULT_INITIAL_BACKOFF_S,
 ) -> Any:
     """Run a flow synchronously: execute each step and send its result (or its error) back."""
     steps = _Steps(flow, ctx, retries, backoff_s)
@@ -145,7 +147,7 @@ async def run_flow_async(
     ctx: CallContext,
     headers: Mapping[str, str] | None,
     retries: int = 0,
-    backoff_s: float = 0.1,
+    backoff_s: float = DEFAULT_INITIAL_BACKOFF_S,
 ) -> Any:
     """Run a flow in asyncio: the same steps as :func:`run_flow`, awaited."""
     steps = _Steps(flow, ctx, retries, backoff_s)
@@ -180,8 +182,9 @@ class BaseClient:
     the closed state, retries, and the readiness rules. Model clients and server clients build on it.
 
     ``retries`` (default 0: off) retries a call that failed before anything reached the server
-    (connection refused, no route, DNS), after ``retry_backoff_s``, doubling each time. A call
-    that may have reached the server is never retried, nor is a stream that delivered data."""
+    (connection refused, no route, DNS), after about ``retry_backoff_s``, doubling each time up to
+    8 s, with jitter (:class:`~Xclient.client._retry.RetryPolicy`). A call that may have reached the
+    server is never retried, nor is a stream that delivered data."""
 
     def __init__(
         self,
@@ -195,15 +198,14 @@ class BaseClient:
         client_cert: str | None = None,
         client_key: str | None = None,
         retries: int = 0,
-        retry_backoff_s: float = 0.1,
+        retry_backoff_s: float = DEFAULT_INITIAL_BACKOFF_S,
         _model: str | None = None,
     ) -> None:
         self._url: ServerUrl = parse_url(url)
         self._init_timeout_s = check_timeout("init_timeout_s", init_timeout_s)
-        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-            raise XclientValueError(f"retries: expected a whole number >= 0, got {retries!r}")
+        self._retry_policy = RetryPolicy(retries, retry_backoff_s)  # checks both
         self._retries = retries
-        self._retry_backoff_s = check_timeout("retry_backoff_s", retry_backoff_s)
+        self._retry_backoff_s = float(retry_backoff_s)
         self._tls = TlsOptions(ca_certs=ca_certs, client_cert=client_cert, client_key=client_key).check()
         self._headers = build_headers(api_key, api_key_header, headers, grpc=self._url.protocol == "grpc")
         self._ctx = CallContext(self._url, _model, tuple(secrets_of(self._headers, api_key)))
@@ -276,20 +278,25 @@ class BaseModelClient(BaseClient):
         inference_timeout_s: float = DEFAULT_INFERENCE_TIMEOUT_S,
         model_config: ModelConfig | Mapping[str, Any] | None = None,
         ensure_model_is_ready: bool = True,
-        **connection: Any,
+        wait_for_server_on_first_call: bool = False,
+        **connection: Unpack[ClientOptions],
     ) -> None:
         """``connection``: ``init_timeout_s``, ``api_key``, ``api_key_header``, ``headers``,
-        ``ca_certs``, ``client_cert``, ``client_key`` (see :class:`BaseClient`)."""
+        ``ca_certs``, ``client_cert``, ``client_key``, ``retries``, ``retry_backoff_s`` (see
+        :class:`BaseClient`). ``wait_for_server_on_first_call``: the first call rides out a server
+        that is down or still starting (connection refused, not ready), polling with backoff until
+        ``init_timeout_s``; an unknown model still fails at once, once the server answers."""
         if not isinstance(model_name, str) or not model_name:
             raise XclientValueError(f"model_name: expected a non-empty str, got {model_name!r}")
         if model_version is not None and not isinstance(model_version, (str, int)):
             raise XclientValueError(f"model_version: expected a str or int such as '2', got {model_version!r}")
         super().__init__(url, **connection, _model=model_name)
         self._model_name = model_name
-        self._model_version = "" if model_version is None else str(model_version)
+        self._model_version: str | None = None if model_version in (None, "") else str(model_version)
         self._lazy_init = lazy_init
         self._inference_timeout_s = check_timeout("inference_timeout_s", inference_timeout_s)
         self._ensure_model_is_ready = ensure_model_is_ready
+        self._wait_for_server = bool(wait_for_server_on_first_call)  # until the first call saw it ready
         self._config: ModelConfig | None = None
         self._given_config = model_config is not None
         if model_config is not None:
@@ -304,7 +311,8 @@ class BaseModelClient(BaseClient):
 
     @property
     def model_version(self) -> str | None:
-        return self._model_version or None
+        """The version asked for (``"2"``), or None: the server's choice."""
+        return self._model_version
 
     def __repr__(self) -> str:
         version = f", model_version={self._model_version!r}" if self._model_version else ""
@@ -345,7 +353,8 @@ class BaseModelClient(BaseClient):
         return translate_error(error, self._ctx, "inference", self._inference_timeout_s)
 
     def _model_args(self) -> tuple[str, str]:
-        return (self._model_name, self._model_version)
+        """The model as the transports take it: the one place where "no version" becomes ``""``."""
+        return (self._model_name, self._model_version or "")
 
     # -- flows ---------------------------------------------------------------------------------
 
@@ -353,6 +362,9 @@ class BaseModelClient(BaseClient):
         """Fetch the config (once; never when one was given) and check readiness. Fails fast on an
         unknown model or version: the server says so at once, so nothing waits for the timeout."""
         deadline = time.monotonic() + self._init_timeout_s
+        if self._wait_for_server:
+            yield from self._ready_flow(deadline, self._init_timeout_s, model=None, tolerate_unreachable=True)
+            self._wait_for_server = False
         config = self._config
         if config is None:
             raw = yield Call("model_config", self._model_args(), self._init_timeout_s, "fetching the model config")

@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+from typing_extensions import Unpack
 
 from ..exceptions import ClientClosedError, XclientError, XclientValueError
 from ._asyncio import AsyncClientMixin
@@ -53,6 +54,7 @@ from ._grpc_wire import (
 )
 from ._loop_thread import _LOOP_THREADS
 from ._model_client import SyncClientMixin
+from ._options import ModelClientOptions
 
 Outputs = dict[str, np.ndarray]
 #: What infer_sample / infer_batch were given: args, named inputs, batch, parameters, headers.
@@ -566,8 +568,8 @@ class _StreamingClient(BaseModelClient):
     def _refuse_http(self, url: str) -> None:
         if self._url.protocol != "grpc":
             raise XclientValueError(
-                f"{type(self).__name__} streams over gRPC only; {url!r} is an HTTP URL (a URL without a scheme "
-                f"means HTTP): use e.g. 'grpc://{self._url.host}:8001'"
+                f"{type(self).__name__} streams over gRPC only; {url!r} is an HTTP URL (without a scheme, "
+                f"only port 8001 means gRPC): use e.g. 'grpc://{self._url.host}:8001'"
             )
 
     def _transport(self) -> Any:
@@ -604,7 +606,9 @@ class AsyncioDecoupledModelClient(AsyncClientMixin, _StreamingClient):
     stream through one client at once.
     """
 
-    def __init__(self, url: str, model_name: str, model_version: str | int | None = None, **options: Any) -> None:
+    def __init__(
+        self, url: str, model_name: str, model_version: str | int | None = None, **options: Unpack[ModelClientOptions]
+    ) -> None:
         super().__init__(url, model_name, model_version, **options)
         self._refuse_http(url)
         self._async_setup()
@@ -658,7 +662,9 @@ class DecoupledModelClient(SyncClientMixin, _StreamingClient):
     client). Many threads may stream through one client at once; a failed stream leaves the client usable.
     """
 
-    def __init__(self, url: str, model_name: str, model_version: str | int | None = None, **options: Any) -> None:
+    def __init__(
+        self, url: str, model_name: str, model_version: str | int | None = None, **options: Unpack[ModelClientOptions]
+    ) -> None:
         super().__init__(url, model_name, model_version, **options)
         self._refuse_http(url)
         self._sync_setup()

@@ -33,12 +33,14 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import numpy as np
+from typing_extensions import Unpack
 
 from ..exceptions import ClientClosedError, QueueFullError, XclientValueError
 from ._asyncio import AsyncioModelClient
 from ._base import ClientWrapper, closed_error
 from ._config import ModelConfig
 from ._loop_thread import _LoopThread
+from ._options import ModelClientOptions
 
 T = TypeVar("T")
 #: A call not made yet: the coroutine is made on the loop when a worker is free, so a cancelled call makes none.
@@ -98,7 +100,7 @@ class FuturesModelClient(ClientWrapper):
         max_workers: int = DEFAULT_MAX_WORKERS,
         max_queue_size: int | None = None,
         non_blocking: bool = False,
-        **options: Any,
+        **options: Unpack[ModelClientOptions],
     ) -> None:
         _check_positive_int("max_workers", max_workers)
         if max_queue_size is not None:

@@ -8,9 +8,11 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import numpy as np
+from typing_extensions import Unpack
 
 from ._base import BaseClient, BaseModelClient, Flow, Inference, run_flow
 from ._config import ModelConfig
+from ._options import ModelClientOptions
 from ._transport import Transport, make_transport
 
 _Self = TypeVar("_Self", bound="SyncClientMixin")
@@ -115,7 +117,9 @@ class ModelClient(SyncClientMixin):
     A client is safe to share between threads.
     """
 
-    def __init__(self, url: str, model_name: str, model_version: str | int | None = None, **options: Any) -> None:
+    def __init__(
+        self, url: str, model_name: str, model_version: str | int | None = None, **options: Unpack[ModelClientOptions]
+    ) -> None:
         super().__init__(url, model_name, model_version, **options)
         self._sync_setup()
 

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from ..exceptions import XclientValueError
 from ._coding import check_parameters
 from ._transport import Headers, Op, triton_dtype
 

@@ -12,11 +12,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from typing_extensions import Unpack
+
 from ..exceptions import XclientValueError
 from ._asyncio import AsyncTransportMixin
 from ._base import DEFAULT_INIT_TIMEOUT_S, BaseClient, Call, Flow, Sleep, check_timeout
 from ._config import ModelConfig
 from ._model_client import SyncTransportMixin
+from ._options import ConnectionOptions, ServerClientOptions
 
 #: Loading a large model can take minutes: the deadline of load and unload calls.
 DEFAULT_LOAD_TIMEOUT_S = 600.0
@@ -54,7 +57,7 @@ class _ServerOperations(BaseClient):
         *,
         timeout_s: float = DEFAULT_INIT_TIMEOUT_S,
         load_timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
-        **connection: Any,
+        **connection: Unpack[ConnectionOptions],
     ) -> None:
         """``timeout_s``: the deadline of every call but load/unload (``load_timeout_s``).
         ``connection``: ``api_key``, ``api_key_header``, ``headers``, ``ca_certs``, ``client_cert``, ``client_key``."""
@@ -140,7 +143,7 @@ class ServerClient(SyncTransportMixin, _ServerOperations):
     as the local server runs). Safe to share between threads.
     """
 
-    def __init__(self, url: str, **options: Any) -> None:
+    def __init__(self, url: str, **options: Unpack[ServerClientOptions]) -> None:
         super().__init__(url, **options)
         self._sync_setup()
 
@@ -187,7 +190,7 @@ class ServerClient(SyncTransportMixin, _ServerOperations):
 class AsyncioServerClient(AsyncTransportMixin, _ServerOperations):
     """The asyncio twin of :class:`ServerClient`: the same methods, awaited."""
 
-    def __init__(self, url: str, **options: Any) -> None:
+    def __init__(self, url: str, **options: Unpack[ServerClientOptions]) -> None:
         super().__init__(url, **options)
         self._async_setup()
 

@@ -1,4 +1,10 @@
-"""Parsing of server URLs: ``host``, ``host:port``, ``http(s)://``, ``grpc(s)://``."""
+"""Parsing of server URLs: ``host``, ``host:port``, ``http(s)://``, ``grpc(s)://``.
+
+**The rule for a URL with no scheme**, the same for every client, LangChain class and the CLI:
+port 8001 (Triton's gRPC port) means gRPC, any other port, or none, means HTTP (no port: 8000).
+So ``box:8001`` is ``grpc://box:8001`` and ``box`` is ``http://box:8000``. A scheme always wins:
+``http://box:8001`` is HTTP.
+"""
 
 from __future__ import annotations
 
@@ -43,11 +49,14 @@ class ServerUrl:
         return f"{self.scheme}://{self.address}"
 
 
-def parse_url(url: str, *, default_scheme: str = "http") -> ServerUrl:
-    """Parse ``url``; no scheme means ``default_scheme``; no port means 8000 (HTTP) or 8001 (gRPC).
+def parse_url(url: str) -> ServerUrl:
+    """Parse ``url``. No scheme: gRPC on port 8001, HTTP otherwise (see the module docstring); no port:
+    8000 (HTTP) or 8001 (gRPC).
 
     >>> str(parse_url("localhost"))
     'http://localhost:8000'
+    >>> str(parse_url("box:8001"))
+    'grpc://box:8001'
     >>> str(parse_url("grpc://10.0.0.1"))
     'grpc://10.0.0.1:8001'
     >>> parse_url("https://[::1]:9000").address
@@ -62,18 +71,16 @@ def parse_url(url: str, *, default_scheme: str = "http") -> ServerUrl:
         raise InvalidUrlError(
             "Invalid server URL '': it is empty; expected e.g. 'localhost:8000' or 'grpc://host:8001'"
         )
-    if "://" not in text:
-        text = f"{default_scheme}://{text}"
+    given_scheme = text.split("://", 1)[0] if "://" in text else None
+    if given_scheme is not None and given_scheme.lower() not in _SCHEMES:
+        raise InvalidUrlError(
+            f"Invalid server URL {url!r}: unknown scheme {given_scheme!r}; expected one of http, https, grpc, grpcs"
+        )
     try:
-        parts = urllib.parse.urlsplit(text)
+        parts = urllib.parse.urlsplit(text if given_scheme is not None else f"http://{text}")
         port = parts.port
     except ValueError as e:
         raise InvalidUrlError(f"Invalid server URL {url!r}: {e}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in _SCHEMES:
-        raise InvalidUrlError(
-            f"Invalid server URL {url!r}: unknown scheme {parts.scheme!r}; expected one of http, https, grpc, grpcs"
-        )
     if not parts.hostname:
         raise InvalidUrlError(f"Invalid server URL {url!r}: no host")
     if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
@@ -82,5 +89,6 @@ def parse_url(url: str, *, default_scheme: str = "http") -> ServerUrl:
         )
     if port == 0:
         raise InvalidUrlError(f"Invalid server URL {url!r}: port 0")
-    protocol, tls = _SCHEMES[scheme]
+    no_scheme = "grpc" if port == DEFAULT_PORTS["grpc"] else "http"  # the rule of the module docstring
+    protocol, tls = _SCHEMES[no_scheme if given_scheme is None else given_scheme.lower()]
     return ServerUrl(protocol=protocol, host=parts.hostname, port=port or DEFAULT_PORTS[protocol], tls=tls)

@@ -9,24 +9,14 @@ from typing import Any, Protocol, TypeVar
 
 try:
     from langchain_core.prompt_values import PromptValue
-    from langchain_core.utils import from_env, secret_from_env
-    from pydantic import (
-        AliasChoices,
-        BaseModel,
-        ConfigDict,
-        Field,
-        PrivateAttr,
-        SecretStr,
-        field_validator,
-        model_validator,
-    )
+    from pydantic import AliasChoices, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 except ImportError:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "ChatMetaLM and MetaLM need the 'langchain' extra: pip install 'llmops-xclient[langchain]'"
     ) from None
 
+from .._langchain_fields import ConnectionFields
 from .._text import check_text, check_texts, refuse
-from ..client._urls import parse_url
 from ..exceptions import XclientValueError
 from ._backends import SAMPLING_FIELDS, BackendName, Sampling, sampling_settings
 from ._engine import Call, Engine, Settings, arun, run
@@ -64,18 +54,18 @@ class _EngineHolder:
         return _EngineHolder()
 
 
-class MetaLMBase(BaseModel):
-    """Fields and engine shared by :class:`~Xclient.llms.ChatMetaLM` and :class:`~Xclient.llms.MetaLM`."""
+#: The pydantic config of ChatMetaLM and MetaLM, set on each (LangChain's base classes would otherwise
+#: win the merge, with ``extra="ignore"``: a misspelled field would be dropped silently).
+MODEL_CONFIG = ConfigDict(populate_by_name=True, extra="forbid", protected_namespaces=(), arbitrary_types_allowed=True)
 
-    model_config = ConfigDict(populate_by_name=True, extra="forbid", protected_namespaces=())
 
-    model_name: str = Field(alias="model")
-    """The model's name on the Triton server (also accepted as ``model``)."""
-    server_url: str = Field(default_factory=from_env("XCLIENT_URL", default="localhost:8001"))
-    """``host:port`` (gRPC), ``grpc(s)://host:port`` or ``http(s)://host:port``; env ``XCLIENT_URL``,
-    default ``localhost:8001``. gRPC streams; HTTP streams through Triton's ``generate_stream``."""
-    model_version: str | int | None = None
-    """The model version (``"2"`` or ``2``); None: the server's choice."""
+class MetaLMBase(ConnectionFields):
+    """Fields and engine shared by :class:`~Xclient.llms.ChatMetaLM` and :class:`~Xclient.llms.MetaLM`:
+    the connection fields of every LangChain class (:class:`~Xclient._langchain_fields.ConnectionFields`:
+    ``base_url``/``server_url``, ``model``/``model_name``, ``timeout``, ``max_retries``, ``api_key``...)
+    and the generation settings. gRPC streams; HTTP streams through Triton's ``generate_stream``."""
+
+    model_config = MODEL_CONFIG
 
     max_tokens: int = Field(
         default=DEFAULT_MAX_TOKENS, gt=0, validation_alias=AliasChoices("max_tokens", "max_new_tokens")
@@ -110,19 +100,6 @@ class MetaLMBase(BaseModel):
     output_name: str | None = None
     """The output with the text; None: ``text_output``, or detected for a text model."""
 
-    api_key: SecretStr | None = Field(default_factory=secret_from_env("XCLIENT_API_KEY", default=None))
-    """Sent as ``Authorization: Bearer <key>`` (see ``api_key_header``); env ``XCLIENT_API_KEY``. Never shown."""
-    api_key_header: str = "Authorization"
-    """The header that carries the key; another name than Authorization carries the bare key."""
-    headers: dict[str, str] | None = Field(default=None, repr=False)
-    """Headers sent with every request."""
-    timeout: float = Field(default=60.0, gt=0)
-    """Seconds to wait for each response of a stream (for the whole answer when not streaming)."""
-    init_timeout_s: float = Field(default=30.0, gt=0)
-    """Seconds to wait for the readiness and config calls on first use."""
-    max_retries: int = Field(default=0, ge=0)
-    """Retries of a request that never reached the server (connection refused, DNS), 0.5 s, 1 s, 2 s...
-    apart; never once a response came."""
     streaming: bool = False
     """``invoke`` streams internally (callbacks get each token)."""
 
@@ -133,16 +110,17 @@ class MetaLMBase(BaseModel):
     def _one_stop(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
-    @field_validator("server_url")
-    @classmethod
-    def _valid_url(cls, value: str) -> str:
-        parse_url(value, default_scheme="grpc")  # no network: only the syntax
-        return value
-
     @model_validator(mode="after")
     def _no_field_in_model_kwargs(self) -> MetaLMBase:
+        fields = type(self).model_fields
+        aliases = {
+            choice
+            for field in fields.values()
+            if isinstance(field.validation_alias, AliasChoices)
+            for choice in field.validation_alias.choices
+        }
         for key in self.model_kwargs:
-            if key in type(self).model_fields or key in CALL_ALIASES:
+            if key in fields or key in aliases or key in CALL_ALIASES:
                 raise ValueError(f"model_kwargs: {key!r} is a field: set {key}=... instead")
         return self
 
@@ -156,13 +134,8 @@ class MetaLMBase(BaseModel):
     def _make_engine(self) -> Engine:
         return Engine(
             Settings(
-                server_url=self.server_url,
-                model_version=None if self.model_version is None else str(self.model_version),
-                api_key=self.api_key.get_secret_value() if self.api_key else None,
-                api_key_header=self.api_key_header,
-                headers=self.headers,
-                init_timeout_s=self.init_timeout_s,
-                timeout_s=self.timeout,
+                server_url=self.base_url,
+                options=self.client_options(),
                 max_retries=self.max_retries,
                 backend=self.backend,
                 input_name=self.input_name,

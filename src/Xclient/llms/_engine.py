@@ -2,7 +2,7 @@
 
 **Routes.** The first call for a model connects and reads its config (once; reused):
 
-- ``grpc://`` (and URLs without a scheme): a :class:`~Xclient.client.DecoupledModelClient` (the gRPC
+- ``grpc://`` (and ``host:8001``): a :class:`~Xclient.client.DecoupledModelClient` (the gRPC
   stream, for invoke and stream alike); a model that turns out to be coupled gets a
   :class:`~Xclient.client.ModelClient` instead (one response per request).
 - ``http(s)://``: the config over HTTP; a decoupled model streams through Triton's ``generate_stream``
@@ -16,9 +16,9 @@ per event loop.
 the request, a :class:`~Xclient.llms._streaming.Generation` turns responses into text, the stream is
 closed (cancelling the request on the server) as soon as a stop sequence ends the text or the caller
 leaves, and an :class:`~Xclient.llms._streaming.Ending` comes last. A failure that never reached the
-server (connection refused) before any response is retried ``max_retries`` times with exponential
-backoff; nothing is retried once a response came, and other errors are raised at once (after the text
-already delivered).
+server (connection refused) before any response is retried ``max_retries`` times, as every Xclient
+class retries (:class:`~Xclient.client._retry.RetryPolicy`); nothing is retried once a response came,
+and other errors are raised at once (after the text already delivered).
 """
 
 from __future__ import annotations
@@ -39,28 +39,22 @@ from ..client import (
     ModelClient,
     ModelConfig,
 )
+from ..client._retry import RetryPolicy
 from ..client._urls import ServerUrl, parse_url
 from ..exceptions import IncompatibleModelError, XclientError
 from ._backends import Backend, BackendName, Sampling, TritonRequest, detect_backend
 from ._http import AsyncGenerateClient, SyncGenerateClient
 from ._streaming import Ending, Generation, TextDecoder
 
-#: The first retry waits this long; each next one twice as long, at most RETRY_MAX_DELAY_S.
-RETRY_BACKOFF_S = 0.5
-RETRY_MAX_DELAY_S = 8.0
-
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """How to reach the server, as the LangChain class's fields said on first use."""
+    """How to reach the server, as the LangChain class's fields said on first use. ``options`` are the
+    base clients' keywords (:meth:`~Xclient._langchain_fields.ConnectionFields.client_options`), made
+    once from the fields; ``max_retries`` is applied here, to the whole generation (:class:`Retry`)."""
 
     server_url: str
-    model_version: str | None = None
-    api_key: str | None = None
-    api_key_header: str = "Authorization"
-    headers: Mapping[str, str] | None = None
-    init_timeout_s: float = 30.0
-    timeout_s: float = 60.0
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     max_retries: int = 0
     backend: BackendName | None = None
     input_name: str | None = None
@@ -68,23 +62,17 @@ class Settings:
 
     @property
     def url(self) -> ServerUrl:
-        """The server URL; without a scheme it means gRPC."""
-        return parse_url(self.server_url, default_scheme="grpc")
+        """The server URL (no scheme: the rule of :func:`~Xclient.client._urls.parse_url`)."""
+        return parse_url(self.server_url)
 
     def client_options(self) -> dict[str, Any]:
-        """The base clients' options."""
-        return {
-            "model_version": self.model_version,
-            "init_timeout_s": self.init_timeout_s,
-            "inference_timeout_s": self.timeout_s,
-            "api_key": self.api_key,
-            "api_key_header": self.api_key_header,
-            "headers": self.headers,
-        }
+        """The base clients' options; they do not retry themselves (:class:`Retry` does, once)."""
+        return {**self.options, "retries": 0}
 
     def http_options(self) -> dict[str, Any]:
-        """The generate clients' options."""
-        options = self.client_options()
+        """The generate clients' options: the same, with the inference deadline as their ``timeout_s``."""
+        options = dict(self.options)
+        options.pop("retries", None)
         options["timeout_s"] = options.pop("inference_timeout_s")
         return options
 
@@ -247,22 +235,20 @@ class Engine:
 
 
 class Retry:
-    """When to retry: a failure that never reached the server (``error.retryable``: connection refused,
-    DNS) before any response came, at most ``max_retries`` times, waiting 0.5 s, 1 s, 2 s... (at most 8 s)."""
+    """The retries of one generation, by the policy every class shares: a failure that never reached
+    the server (``error.retryable``) before any response came, at most ``max_retries`` times."""
 
     def __init__(self, max_retries: int) -> None:
-        self._left = max_retries
-        self._delay = RETRY_BACKOFF_S
+        self._policy = RetryPolicy(max_retries)
+        self._attempts = 0
 
     def delay(self, error: XclientError, generation: Generation | None) -> float:
         """The wait before the next attempt; raises ``error`` when it must not be retried."""
-        if not error.retryable or self._left <= 0:
+        pause = self._policy.pause(error, self._attempts, responded=generation is not None and generation.received)
+        if pause is None:
             raise error
-        if generation is not None and generation.received:
-            raise error
-        self._left -= 1
-        delay, self._delay = self._delay, min(self._delay * 2, RETRY_MAX_DELAY_S)
-        return delay
+        self._attempts += 1
+        return pause
 
 
 def start(connection: Connection, call: Call) -> tuple[Generation, TritonRequest]:

@@ -5,7 +5,7 @@ Example::
 
     from Xclient.llms import ChatMetaLM
 
-    llm = ChatMetaLM(server_url="localhost:8001", model_name="Qwen2-0.5B-Instruct")
+    llm = ChatMetaLM(base_url="localhost:8001", model="Qwen2-0.5B-Instruct")
     print(llm.invoke("介绍一下你自己").content)
     for chunk in llm.stream("介绍一下你自己"):
         print(chunk.content, end="", flush=True)
@@ -29,7 +29,7 @@ from langchain_core.language_models import BaseChatModel, LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
-from ._base import CALL_ALIASES, MetaLMBase
+from ._base import CALL_ALIASES, MODEL_CONFIG, MetaLMBase
 from ._engine import Call, arun, run
 from ._streaming import Ending
 from ._templates import ChatTemplate, message_turns, resolve_template
@@ -66,13 +66,15 @@ class ChatMetaLM(MetaLMBase, BaseChatModel):
     """A chat model on a Triton server: ``invoke``/``stream``/``batch`` and their native asyncio twins.
 
     Fields (the generation settings also per call, ``invoke(..., temperature=0)``; ``model=`` too):
-    ``model_name`` (alias ``model``), ``server_url`` (env ``XCLIENT_URL``, default ``localhost:8001``;
-    no scheme: gRPC), ``max_tokens`` (default 512, always sent; alias ``max_new_tokens``),
+    ``model`` (alias ``model_name``), ``base_url`` (alias ``server_url``; env ``XCLIENT_URL``, default
+    ``localhost:8001``; no scheme: gRPC on port 8001, else HTTP), ``max_tokens`` (default 512, always
+    sent; alias ``max_new_tokens``),
     ``temperature``, ``top_p``, ``top_k``, ``min_tokens``, ``repetition_penalty``,
     ``presence_penalty``, ``frequency_penalty``, ``seed`` (None: the server's default; only what is set
     is sent), ``stop`` (alias ``stop_words``), ``model_kwargs``, ``chat_template``, ``backend``,
-    ``api_key`` (env ``XCLIENT_API_KEY``), ``headers``, ``timeout`` (per response, default 60 s),
-    ``init_timeout_s`` (30 s), ``max_retries`` (requests that never reached the server; 0).
+    ``api_key`` (env ``XCLIENT_API_KEY``), ``headers``, ``timeout`` (per response, default 60 s; alias
+    ``inference_timeout_s``), ``init_timeout_s`` (30 s), ``max_retries`` (requests that never reached the
+    server; 0). The connection fields are every LangChain class's (:mod:`Xclient._langchain_fields`).
 
     ``response_metadata`` holds ``model_name`` and ``finish_reason``; ``usage_metadata`` the token
     counts when the model reports them (vLLM's ``num_input_tokens``/``num_output_tokens``). Errors are
@@ -87,6 +89,8 @@ class ChatMetaLM(MetaLMBase, BaseChatModel):
     anything is sent. Output bytes that are not valid UTF-8 become U+FFFD, alike in ``invoke`` and
     ``stream`` (a character split across stream responses is joined first, never replaced).
     """
+
+    model_config = MODEL_CONFIG
 
     chat_template: str | None = None
     """A built-in template name (``qwen``, ``chatml``, ``internlm2``, ``llama3``, ``raw``), a Jinja2

@@ -7,7 +7,7 @@ Example::
 
     from Xclient.llms import MetaLM
 
-    llm = MetaLM(server_url="localhost:8001", model_name="Qwen2-0.5B-Instruct", max_tokens=64)
+    llm = MetaLM(base_url="localhost:8001", model="Qwen2-0.5B-Instruct", max_tokens=64)
     llm.invoke("<|im_start|>user\\n你好<|im_end|>\\n<|im_start|>assistant\\n")
 """
 
@@ -22,7 +22,7 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackMana
 from langchain_core.language_models import BaseLLM, LangSmithParams
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 
-from ._base import MetaLMBase
+from ._base import MODEL_CONFIG, MetaLMBase
 from ._engine import arun, run
 from ._streaming import Ending
 
@@ -65,6 +65,8 @@ class MetaLM(MetaLMBase, BaseLLM):
     call); anything else is an :class:`~Xclient.exceptions.XclientValueError` (``prompt: expected a
     str, got int 1``) raised before anything is sent. Long prompts and output bytes that are not valid
     UTF-8 (U+FFFD) are handled as :class:`~Xclient.llms.ChatMetaLM` does."""
+
+    model_config = MODEL_CONFIG
 
     @property
     def _llm_type(self) -> str:
