@@ -42,7 +42,18 @@ Chunk = TypeVar("Chunk", bound=_Chunk)
 
 #: What a call may override (``invoke(..., temperature=0.2)``), by field name; and the other names accepted.
 CALL_OPTIONS = frozenset({"model", "max_tokens", *SAMPLING_FIELDS, "model_kwargs"})
-CALL_ALIASES = {"model_name": "model", "max_new_tokens": "max_tokens", "stop_words": "stop"}
+CALL_ALIASES = {
+    "model_name": "model",
+    "max_new_tokens": "max_tokens",
+    "stop_words": "stop",
+    # FastDeploy's names (ChatBot's, fdclient's) for the same settings
+    "max_dec_len": "max_tokens",
+    "min_dec_len": "min_tokens",
+    "topp": "top_p",
+    "penalty_score": "repetition_penalty",
+    "presence_score": "presence_penalty",
+    "frequency_score": "frequency_penalty",
+}
 DEFAULT_MAX_TOKENS = 512
 
 
@@ -104,7 +115,8 @@ class MetaLMBase(BaseModel):
     inputs for TensorRT-LLM and text models (``{"bad_words": ["坏"]}``)."""
 
     backend: BackendName | None = None
-    """``"vllm"``, ``"tensorrt_llm"`` or ``"text"``; None (default): detected from the model config."""
+    """``"vllm"``, ``"tensorrt_llm"``, ``"fastdeploy"`` or ``"text"``; None (default): detected from the
+    model config."""
     input_name: str | None = None
     """The input that takes the prompt; None: ``text_input``, or detected for a text model."""
     output_name: str | None = None
@@ -231,6 +243,7 @@ class MetaLMBase(BaseModel):
         *,
         stream: bool,
         template_stop: Sequence[str] = (),
+        turns: Sequence[tuple[str, str]] | None = None,
     ) -> Call:
         check_text(prompt, "prompt")
         options = self._options(stop, kwargs)
@@ -241,7 +254,8 @@ class MetaLMBase(BaseModel):
             stop=tuple(dict.fromkeys(s for s in stops if s)),
             extra=dict(options["model_kwargs"] or {}),
         )
-        return Call(model=options["model"], prompt=prompt, sampling=sampling, stream=stream)
+        chat = tuple(turns) if turns is not None else None
+        return Call(model=options["model"], prompt=prompt, sampling=sampling, stream=stream, turns=chat)
 
     def _chunks(self, call: Call, run_manager: Any, make: Callable[[str | Ending], Chunk]) -> Iterator[Chunk]:
         """A streaming call's LangChain chunks (``make`` builds one), each reported to the callbacks."""
