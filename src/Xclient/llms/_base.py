@@ -30,6 +30,8 @@ from ..client._urls import parse_url
 from ..exceptions import XclientValueError
 from ._backends import SAMPLING_FIELDS, BackendName, Sampling, sampling_settings
 from ._engine import Call, Engine, Settings, arun, run
+from ._meta_template import MetaTemplate
+from ._session_len import check_session_len
 from ._streaming import Ending
 
 
@@ -137,6 +139,15 @@ class MetaLMBase(BaseModel):
     apart; never once a response came."""
     streaming: bool = False
     """``invoke`` streams internally (callbacks get each token)."""
+    meta_template: list[dict[str, Any]] | None = None
+    """A lagent-style meta template (a list of role dicts, e.g. lagent's ``INTERNLM2_META``): ChatMetaLM
+    renders messages with it exactly as lagent does (:mod:`Xclient.llms._meta_template`); its ``end``
+    strings are stop words, for MetaLM too."""
+    session_len: int | None = Field(default=None, gt=0)
+    """The model's context in tokens: a longer prompt is refused before it is sent (None: no check).
+    Counted with ``tokenizer``, or estimated (:mod:`Xclient.llms._session_len`)."""
+    tokenizer: str | None = None
+    """The model's ``tokenizer.json`` (or its directory), to count ``session_len`` tokens exactly."""
 
     _holder: _EngineHolder = PrivateAttr(default_factory=_EngineHolder)
 
@@ -150,6 +161,16 @@ class MetaLMBase(BaseModel):
     def _valid_url(cls, value: str) -> str:
         parse_url(value, default_scheme="grpc")  # no network: only the syntax
         return value
+
+    @field_validator("meta_template")
+    @classmethod
+    def _valid_meta_template(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if value is not None:
+            MetaTemplate(value)  # raises on a malformed template, naming the item
+        return value
+
+    def _meta(self) -> MetaTemplate | None:
+        return MetaTemplate(self.meta_template) if self.meta_template is not None else None
 
     @model_validator(mode="after")
     def _no_field_in_model_kwargs(self) -> MetaLMBase:
@@ -247,7 +268,9 @@ class MetaLMBase(BaseModel):
     ) -> Call:
         check_text(prompt, "prompt")
         options = self._options(stop, kwargs)
-        stops = [*(options["stop"] or ()), *template_stop]
+        check_session_len(prompt, self.session_len, self.tokenizer, options["model"])
+        meta = self._meta()
+        stops = [*(options["stop"] or ()), *template_stop, *(meta.stop if meta else ())]
         sampling = Sampling(
             max_tokens=options["max_tokens"],
             settings=sampling_settings(options),
