@@ -6,7 +6,8 @@ Detection (:func:`detect_backend`, overridable with ``backend=``), first match w
    ``sampling_parameters``.
 2. **TensorRT-LLM** (section 2, ``ensemble`` / ``tensorrt_llm_bls``): inputs ``text_input`` and
    ``max_tokens`` (``request_output_len`` in older versions).
-3. **A generic text model**: one BYTES input that takes the prompt and one BYTES output with the
+3. **FastDeploy** (section 9): a decoupled model with input ``IN`` and output ``OUT`` (BYTES, JSON).
+4. **A generic text model**: one BYTES input that takes the prompt and one BYTES output with the
    text; coupled or decoupled.
 
 A :class:`Backend` builds a :class:`TritonRequest` per call: input values already cast to the dtypes
@@ -19,7 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -27,11 +29,13 @@ import numpy as np
 from .._contract import Role, describe, incompatible, pick
 from ..client import ModelConfig, TensorSpec
 from ..client._coding import coerce
-from ..exceptions import XclientValueError
+from ..exceptions import InferenceServerError, XclientValueError
 from ._streaming import Piece
 
-BackendName = Literal["vllm", "tensorrt_llm", "text"]
-BACKENDS: tuple[BackendName, ...] = ("vllm", "tensorrt_llm", "text")
+BackendName = Literal["vllm", "tensorrt_llm", "fastdeploy", "text"]
+BACKENDS: tuple[BackendName, ...] = ("vllm", "tensorrt_llm", "fastdeploy", "text")
+#: (role, text) turns of a chat, as :func:`Xclient.llms._templates.message_turns` gives them.
+Turns = Sequence[tuple[str, str]]
 _ADAPTER = "ChatMetaLM/MetaLM"
 
 #: The generation settings every backend understands, by their vLLM ``SamplingParams`` names.
@@ -67,6 +71,7 @@ class TritonRequest:
     inputs: dict[str, np.ndarray]
     echo: bytes | None = None
     cumulative: bool = False
+    read: Callable[[Mapping[str, Any]], Piece] | None = None  # this request's reader (None: the backend's)
 
     def args(self, config: ModelConfig) -> tuple[Any, ...]:
         """The inputs positionally, in config order (None: left out)."""
@@ -104,13 +109,17 @@ class Backend:
     _default_input: str | None = "text_input"
     _default_output: str | None = "text_output"
 
+    #: The server renders chats with its own template: a chat goes as its turns, not as a prompt.
+    server_template = False
+
     @property
     def streams(self) -> bool:
         """The model is decoupled: its responses come as a stream."""
         return self.config.decoupled
 
-    def request(self, prompt: str, sampling: Sampling, *, stream: bool) -> TritonRequest:
-        """The request for ``prompt``; ``stream``: the caller wants tokens as they come."""
+    def request(self, prompt: str, sampling: Sampling, *, stream: bool, turns: Turns | None = None) -> TritonRequest:
+        """The request for ``prompt``; ``stream``: the caller wants tokens as they come; ``turns``: the
+        chat the prompt was rendered from (used by a backend with :attr:`server_template`)."""
         raise NotImplementedError
 
     def read(self, outputs: Mapping[str, Any]) -> Piece:
@@ -186,7 +195,7 @@ class VllmBackend(Backend):
         # r23.10-r24.02 (no exclude_input_in_output): streamed responses carry the prompt and all text so far.
         self.legacy = not self._has("exclude_input_in_output")
 
-    def request(self, prompt: str, sampling: Sampling, *, stream: bool) -> TritonRequest:
+    def request(self, prompt: str, sampling: Sampling, *, stream: bool, turns: Turns | None = None) -> TritonRequest:
         parameters: dict[str, Any] = {"max_tokens": sampling.max_tokens, **sampling.settings}
         if sampling.stop:
             parameters["stop"] = list(sampling.stop)
@@ -254,7 +263,7 @@ class TrtllmBackend(Backend):
         """The model's input for ``setting`` under its current or a former name."""
         return next((name for name in TRTLLM_INPUTS.get(setting, (setting,)) if self._has(name)), None)
 
-    def request(self, prompt: str, sampling: Sampling, *, stream: bool) -> TritonRequest:
+    def request(self, prompt: str, sampling: Sampling, *, stream: bool, turns: Turns | None = None) -> TritonRequest:
         values: dict[str, Any] = {"max_tokens": sampling.max_tokens, **sampling.settings}
         if sampling.stop:
             values["stop"] = list(sampling.stop)
@@ -289,12 +298,147 @@ class TextBackend(Backend):
     _default_input = None
     _default_output = None
 
-    def request(self, prompt: str, sampling: Sampling, *, stream: bool) -> TritonRequest:
+    def request(self, prompt: str, sampling: Sampling, *, stream: bool, turns: Turns | None = None) -> TritonRequest:
         inputs = {self.text_input.name: self._cast(self.text_input.name, prompt)}
         return TritonRequest({**inputs, **self._extra_inputs(sampling)})
 
 
-_CLASSES: dict[BackendName, type[Backend]] = {"vllm": VllmBackend, "tensorrt_llm": TrtllmBackend, "text": TextBackend}
+#: Xclient's setting names (vLLM's) -> FastDeploy's task fields. FastDeploy has no ``top_k``.
+FASTDEPLOY_FIELDS = {
+    "max_tokens": "max_dec_len",
+    "min_tokens": "min_dec_len",
+    "top_p": "topp",
+    "temperature": "temperature",
+    "repetition_penalty": "penalty_score",
+    "presence_penalty": "presence_score",
+    "frequency_penalty": "frequency_score",
+    "seed": "seed",
+}
+
+
+class FastDeployBackend(Backend):
+    """PaddlePaddle FastDeploy's LLM serving (docs/protocols.md section 9): one JSON task per request in
+    ``IN`` (a fresh ``req_id`` each time, the prompt as ``text`` or the chat as ``messages`` + ``system``,
+    the settings under FastDeploy's names), one JSON result per response in ``OUT``, ``is_end`` on the
+    last one, ``error_msg`` / ``error_code`` on a failure. The server applies its own chat template.
+    Stop sequences are enforced client-side (the stream is cancelled), as for every backend."""
+
+    name: BackendName = "fastdeploy"
+    server_template = True
+    _default_input = "IN"
+    _default_output = "OUT"
+
+    def task(self, prompt: str | None, sampling: Sampling, turns: Turns | None = None) -> dict[str, Any]:
+        """The task dict for a prompt (``text``) or a chat (``messages``, ``system``)."""
+        task: dict[str, Any] = {"req_id": uuid.uuid4().hex}
+        if turns is not None:
+            task.update(fastdeploy_messages(turns, self.config.name))
+        else:
+            task["text"] = prompt
+        values = {"max_tokens": sampling.max_tokens, **sampling.settings}
+        for setting, value in values.items():
+            field = FASTDEPLOY_FIELDS.get(setting)
+            if field is None:
+                raise XclientValueError(
+                    f"Model {self.config.name!r} (FastDeploy) has no setting {setting!r}; it takes "
+                    f"{', '.join(FASTDEPLOY_FIELDS)} (FastDeploy's {', '.join(FASTDEPLOY_FIELDS.values())})",
+                    model=self.config.name,
+                )
+            task[field] = value
+        task.update(sampling.extra)  # model_kwargs: FastDeploy's own fields (eos_token_ids, return_all_tokens...)
+        return task
+
+    def request(self, prompt: str, sampling: Sampling, *, stream: bool, turns: Turns | None = None) -> TritonRequest:
+        return self.task_request(self.task(prompt, sampling, turns))
+
+    def task_request(self, task: Mapping[str, Any]) -> TritonRequest:
+        """The request that sends ``task``; its reader knows the task's ``max_dec_len`` (for the finish reason)."""
+        name = self.text_input.name
+        inputs = {name: self._cast(name, json.dumps([task], ensure_ascii=False))}
+        max_dec_len = task.get("max_dec_len")
+        return TritonRequest(inputs, read=lambda outputs: self.piece(self.result(outputs), max_dec_len))
+
+    def result(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
+        """One response's result dict (the server sends a list of one, or one dict for an error); an
+        ``error_msg`` raises :class:`~Xclient.exceptions.InferenceServerError` with the server's message."""
+        raw = _first_bytes(outputs.get(self.text_output.name))
+        try:
+            result = json.loads(raw.decode("utf-8", "replace")) if raw is not None else None
+        except ValueError as e:
+            raise incompatible(self.config, _ADAPTER, f"its {self.text_output.name} output is not JSON ({e})") from None
+        if isinstance(result, list):
+            result = result[0] if result else None
+        if not isinstance(result, dict):
+            raise incompatible(
+                self.config, _ADAPTER, f"its {self.text_output.name} output is not a FastDeploy result: {raw!r:.80}"
+            )
+        if result.get("error_msg"):
+            code = result.get("error_code")
+            message = str(result["error_msg"])
+            raise InferenceServerError(
+                f"Model {self.config.name!r} (FastDeploy) refused the request (error_code {code}): {message}",
+                model=self.config.name,
+                status=None if code is None else str(code),
+                server_message=message,
+            )
+        return result
+
+    def read(self, outputs: Mapping[str, Any]) -> Piece:
+        return self.piece(self.result(outputs), None)
+
+    @staticmethod
+    def piece(result: Mapping[str, Any], max_dec_len: int | None) -> Piece:
+        """A result dict as a :class:`Piece`: the token, its ids counted, the prompt's tokens; at the end
+        (``is_end`` 1, a response with no new token: ``send_idx`` counts the tokens before it) the finish
+        reason, ``"length"`` when ``max_dec_len`` tokens came."""
+        usage = result.get("usage") or {}
+        reason = None
+        if result.get("is_end") == 1:
+            generated = result.get("send_idx")
+            full = max_dec_len is not None and generated is not None and generated >= max_dec_len
+            reason = "length" if full else "stop"
+        token = result.get("token", "")
+        text = "".join(token) if isinstance(token, list) else str(token)
+        return Piece(
+            text=text.encode("utf-8", "surrogateescape"),
+            num_input_tokens=usage.get("prompt_tokens"),
+            num_output_tokens=len(result.get("token_ids") or ()),
+            finish_reason=reason,
+        )
+
+
+def fastdeploy_messages(turns: Turns, model: str) -> dict[str, Any]:
+    """A chat in FastDeploy's form: ``system`` (the system turns, joined) and ``messages``, user and
+    assistant turns in turn, ending with a user turn (what its checker and ChatBot accept). Consecutive
+    turns of one role are joined into one (one line apart); a chat that starts with the assistant or
+    ends without a user turn cannot be said in this form, and is refused before anything is sent."""
+    system = [text for role, text in turns if role == "system"]
+    messages: list[dict[str, str]] = []
+    for role, text in turns:
+        if role == "system":
+            continue
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"] += "\n" + text
+        else:
+            messages.append({"role": role, "content": text})
+    roles = [message["role"] for message in messages]
+    expected = ["user" if index % 2 == 0 else "assistant" for index in range(len(roles))]
+    if not roles or roles != expected or roles[-1] != "user":
+        raise XclientValueError(
+            f"Model {model!r} (FastDeploy) takes user and assistant turns in turn, starting and ending with a "
+            f"user turn (system turns apart); got {roles}. Set chat_template=... to render the chat "
+            "client-side instead",
+            model=model,
+        )
+    return {"messages": messages, **({"system": "\n".join(system)} if system else {})}
+
+
+_CLASSES: dict[BackendName, type[Backend]] = {
+    "vllm": VllmBackend,
+    "tensorrt_llm": TrtllmBackend,
+    "fastdeploy": FastDeployBackend,
+    "text": TextBackend,
+}
 
 
 def detect_backend_name(config: ModelConfig) -> BackendName:
@@ -304,14 +448,16 @@ def detect_backend_name(config: ModelConfig) -> BackendName:
         return "vllm"
     if "text_input" in names and names & {"max_tokens", "request_output_len"}:
         return "tensorrt_llm"
+    if config.decoupled and names == {"IN"} and {spec.name for spec in config.outputs} == {"OUT"}:
+        return "fastdeploy"
     if any(map(_is_text, config.inputs)) and any(map(_is_text, config.outputs)):
         return "text"  # which of several: by name, or input_name/output_name (TextBackend says)
     raise incompatible(
         config,
         _ADAPTER,
         "it is neither a vLLM model (text_input, sampling_parameters), a TensorRT-LLM model (text_input, "
-        f"max_tokens) nor a text model (one BYTES input, one BYTES output); its inputs: {describe(config.inputs)}; "
-        f"its outputs: {describe(config.outputs)}",
+        "max_tokens), a FastDeploy model (decoupled, IN, OUT) nor a text model (one BYTES input, one BYTES "
+        f"output); its inputs: {describe(config.inputs)}; its outputs: {describe(config.outputs)}",
     )
 
 

@@ -20,6 +20,8 @@ from .._text import check_text, check_texts, refuse
 from ..exceptions import XclientValueError
 from ._backends import SAMPLING_FIELDS, BackendName, Sampling, sampling_settings
 from ._engine import Call, Engine, Settings, arun, run
+from ._meta_template import MetaTemplate
+from ._session_len import check_session_len
 from ._streaming import Ending
 
 
@@ -32,7 +34,18 @@ Chunk = TypeVar("Chunk", bound=_Chunk)
 
 #: What a call may override (``invoke(..., temperature=0.2)``), by field name; and the other names accepted.
 CALL_OPTIONS = frozenset({"model", "max_tokens", *SAMPLING_FIELDS, "model_kwargs"})
-CALL_ALIASES = {"model_name": "model", "max_new_tokens": "max_tokens", "stop_words": "stop"}
+CALL_ALIASES = {
+    "model_name": "model",
+    "max_new_tokens": "max_tokens",
+    "stop_words": "stop",
+    # FastDeploy's names (ChatBot's, fdclient's) for the same settings
+    "max_dec_len": "max_tokens",
+    "min_dec_len": "min_tokens",
+    "topp": "top_p",
+    "penalty_score": "repetition_penalty",
+    "presence_score": "presence_penalty",
+    "frequency_score": "frequency_penalty",
+}
 DEFAULT_MAX_TOKENS = 512
 
 
@@ -94,7 +107,8 @@ class MetaLMBase(ConnectionFields):
     inputs for TensorRT-LLM and text models (``{"bad_words": ["坏"]}``)."""
 
     backend: BackendName | None = None
-    """``"vllm"``, ``"tensorrt_llm"`` or ``"text"``; None (default): detected from the model config."""
+    """``"vllm"``, ``"tensorrt_llm"``, ``"fastdeploy"`` or ``"text"``; None (default): detected from the
+    model config."""
     input_name: str | None = None
     """The input that takes the prompt; None: ``text_input``, or detected for a text model."""
     output_name: str | None = None
@@ -102,6 +116,15 @@ class MetaLMBase(ConnectionFields):
 
     streaming: bool = False
     """``invoke`` streams internally (callbacks get each token)."""
+    meta_template: list[dict[str, Any]] | None = None
+    """A lagent-style meta template (a list of role dicts, e.g. lagent's ``INTERNLM2_META``): ChatMetaLM
+    renders messages with it exactly as lagent does (:mod:`Xclient.llms._meta_template`); its ``end``
+    strings are stop words, for MetaLM too."""
+    session_len: int | None = Field(default=None, gt=0)
+    """The model's context in tokens: a longer prompt is refused before it is sent (None: no check).
+    Counted with ``tokenizer``, or estimated (:mod:`Xclient.llms._session_len`)."""
+    tokenizer: str | None = None
+    """The model's ``tokenizer.json`` (or its directory), to count ``session_len`` tokens exactly."""
 
     _holder: _EngineHolder = PrivateAttr(default_factory=_EngineHolder)
 
@@ -109,6 +132,16 @@ class MetaLMBase(ConnectionFields):
     @classmethod
     def _one_stop(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("meta_template")
+    @classmethod
+    def _valid_meta_template(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if value is not None:
+            MetaTemplate(value)  # raises on a malformed template, naming the item
+        return value
+
+    def _meta(self) -> MetaTemplate | None:
+        return MetaTemplate(self.meta_template) if self.meta_template is not None else None
 
     @model_validator(mode="after")
     def _no_field_in_model_kwargs(self) -> MetaLMBase:
@@ -204,17 +237,21 @@ class MetaLMBase(ConnectionFields):
         *,
         stream: bool,
         template_stop: Sequence[str] = (),
+        turns: Sequence[tuple[str, str]] | None = None,
     ) -> Call:
         check_text(prompt, "prompt")
         options = self._options(stop, kwargs)
-        stops = [*(options["stop"] or ()), *template_stop]
+        check_session_len(prompt, self.session_len, self.tokenizer, options["model"])
+        meta = self._meta()
+        stops = [*(options["stop"] or ()), *template_stop, *(meta.stop if meta else ())]
         sampling = Sampling(
             max_tokens=options["max_tokens"],
             settings=sampling_settings(options),
             stop=tuple(dict.fromkeys(s for s in stops if s)),
             extra=dict(options["model_kwargs"] or {}),
         )
-        return Call(model=options["model"], prompt=prompt, sampling=sampling, stream=stream)
+        chat = tuple(turns) if turns is not None else None
+        return Call(model=options["model"], prompt=prompt, sampling=sampling, stream=stream, turns=chat)
 
     def _chunks(self, call: Call, run_manager: Any, make: Callable[[str | Ending], Chunk]) -> Iterator[Chunk]:
         """A streaming call's LangChain chunks (``make`` builds one), each reported to the callbacks."""

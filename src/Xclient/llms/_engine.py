@@ -85,6 +85,7 @@ class Call:
     prompt: str
     sampling: Sampling
     stream: bool
+    turns: tuple[tuple[str, str], ...] | None = None  # a chat's turns, for a backend that renders it itself
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,9 +254,9 @@ class Retry:
 
 def start(connection: Connection, call: Call) -> tuple[Generation, TritonRequest]:
     """The request for ``call`` and the :class:`Generation` that reads its responses."""
-    request = connection.backend.request(call.prompt, call.sampling, stream=call.stream)
+    request = connection.backend.request(call.prompt, call.sampling, stream=call.stream, turns=call.turns)
     decoder = TextDecoder(stop=call.sampling.stop, cumulative=request.cumulative, echo=request.echo)
-    return Generation(decoder, connection.backend.read, call.model), request
+    return Generation(decoder, request.read or connection.backend.read, call.model), request
 
 
 def run(engine: Engine, call: Call) -> Iterator[str | Ending]:

@@ -107,9 +107,12 @@ class ChatMetaLM(MetaLMBase, BaseChatModel):
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any], *, stream: bool
     ) -> Call:
         named = {CALL_ALIASES.get(key, key): value for key, value in kwargs.items()}
-        template = _template(self.chat_template, str(named.get("model", self.model_name)))
-        prompt = template.render(message_turns(messages))
-        return self._call(prompt, stop, kwargs, stream=stream, template_stop=template.stop)
+        template = self._meta() or _template(self.chat_template, str(named.get("model", self.model_name)))
+        turns = message_turns(messages)
+        prompt = template.render(turns)
+        # A backend that renders chats itself (FastDeploy) gets the turns, unless a template was chosen.
+        server_turns = None if self.chat_template is not None or self.meta_template is not None else turns
+        return self._call(prompt, stop, kwargs, stream=stream, template_stop=template.stop, turns=server_turns)
 
     def _generate(
         self,

@@ -104,7 +104,12 @@ def parse_turns(prompt: str) -> list[tuple[str, str]]:
 
 
 def answer(prompt: str, model_name: str) -> str:
-    """The stand-in's whole answer to ``prompt``: in Chinese when the last user turn has CJK characters."""
+    """The stand-in's whole answer to ``prompt``: in Chinese when the last user turn has CJK characters;
+    a prompt that offers lagent ReAct tools gets the agent mode's answer (:mod:`._demo_agent`)."""
+    from ._demo_agent import agent_answer
+
+    if (reply := agent_answer(prompt)) is not None:
+        return reply
     turns = parse_turns(prompt)
     users = [content for role, content in turns if role == "user"]
     question = users[-1] if users else ""

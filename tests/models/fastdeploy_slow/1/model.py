@@ -1,0 +1,1 @@
+../../../../src/Xclient/server/demo_models/model/1/model.py
