@@ -3,6 +3,7 @@
 from ..exceptions import *  # noqa: F401,F403 - errors are reachable from here too
 from ..exceptions import __all__ as _exceptions_all
 from ._asyncio import AsyncioModelClient
+from ._auth import request_headers
 from ._config import ModelConfig, TensorSpec
 from ._decoupled import AsyncioDecoupledModelClient, DecoupledModelClient
 from ._futures import FuturesModelClient
@@ -20,5 +21,6 @@ __all__ = [
     "ModelStatus",
     "ServerClient",
     "TensorSpec",
+    "request_headers",
     *_exceptions_all,
 ]

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..client import ModelConfig
-from ..client._auth import build_headers, secrets_of
+from ..client._auth import build_headers, scoped_headers, secrets_of
 from ..client._transport import CallContext, translate_error
 from ..client._urls import ServerUrl
 from ..exceptions import XclientError
@@ -155,7 +155,12 @@ class GenerateClient:
         """``httpx`` ``stream()`` arguments for one request."""
         assert self._config is not None, "the model config is fetched first"
         body = json_inputs(self._config, request.inputs)
-        return {"url": f"{self._model_url}/generate_stream", "json": body, "timeout": self._timeout(self._timeout_s)}
+        return {
+            "url": f"{self._model_url}/generate_stream",
+            "json": body,
+            "timeout": self._timeout(self._timeout_s),
+            "headers": scoped_headers(),  # request_headers(...) around the call (a traceparent)
+        }
 
     def _outputs(self, payload: bytes) -> Outputs:
         """One event's outputs; an ``{"error": ...}`` event (possibly after a 200) raises."""
