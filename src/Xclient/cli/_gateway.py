@@ -73,5 +73,8 @@ def _gateway(ctx: Context) -> int:
         timeout_s=args.timeout,
     )
     ctx.console.note(f"gateway on http://{args.host}:{args.port}/v1 for {', '.join(str(parse_url(u)) for u in urls)}")
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5)
+    # loop="asyncio": gRPC's asyncio clients run on the standard loop (uvloop, if installed, is not used).
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=args.log_level, loop="asyncio", timeout_graceful_shutdown=5
+    )
     return 0

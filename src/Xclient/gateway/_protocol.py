@@ -330,6 +330,8 @@ class Answer:
         self.created = int(time.time())
         self.model = request.model
         self.object = "chat.completion" if chat else "text_completion"
+        self._chunk_object = f"{self.object}.chunk" if chat else self.object
+        self._text_frames: dict[int, tuple[bytes, bytes]] = {}
 
     def _frame(self, object_: str) -> dict[str, Any]:
         return {"id": self.id, "object": object_, "created": self.created, "model": self.model}
@@ -348,6 +350,8 @@ class Answer:
 
     def chunk(self, index: int, text: str | None, reason: str | None = None, *, role: bool = False) -> bytes:
         """One stream event: a text delta (or the role, first), and the finish reason on a choice's last."""
+        if text and reason is None and not role:
+            return self.text_chunk(index, text)
         choice: dict[str, Any] = {"index": index, "finish_reason": reason, "logprobs": None}
         if self.chat:
             delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
@@ -356,12 +360,24 @@ class Answer:
             choice["delta"] = delta
         else:
             choice["text"] = text or ""
-        return event({**self._frame(f"{self.object}.chunk" if self.chat else self.object), "choices": [choice]})
+        return event({**self._frame(self._chunk_object), "choices": [choice]})
+
+    def text_chunk(self, index: int, text: str) -> bytes:
+        """A text delta: the hot path of a stream, written from a precomputed frame."""
+        frame = self._text_frames.get(index)
+        if frame is None:
+            head = json.dumps(self._frame(self._chunk_object), ensure_ascii=False, separators=(",", ":"))[:-1]
+            field = b'"delta":{"content":' if self.chat else b'"text":'
+            closing = b"}" if self.chat else b""
+            frame = self._text_frames[index] = (
+                b"data: " + head.encode() + b',"choices":[{"index":' + str(index).encode() + b"," + field,
+                closing + b',"finish_reason":null,"logprobs":null}]}\n\n',
+            )
+        return frame[0] + json.dumps(text, ensure_ascii=False).encode() + frame[1]
 
     def usage_chunk(self, usage_: dict[str, int] | None) -> bytes:
         """``stream_options.include_usage``: the last event, with no choices."""
-        frame = self._frame(f"{self.object}.chunk" if self.chat else self.object)
-        return event({**frame, "choices": [], "usage": usage_})
+        return event({**self._frame(self._chunk_object), "choices": [], "usage": usage_})
 
 
 def event(payload: Mapping[str, Any]) -> bytes:
