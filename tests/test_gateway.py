@@ -36,6 +36,7 @@ from Xclient.server import DEMO_MODELS, LocalTritonServer
 from Xclient.server._demo_llm import answer, generate, tokenize
 
 from .conftest import MODELS
+from .test_chat_models import wait_for_log
 
 QWEN = "Qwen2-0.5B-Instruct"
 QWEN_STOP = ["<|im_end|>", "<|endoftext|>"]
@@ -141,17 +142,6 @@ def metric(text: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise AssertionError(f"{name} not in the metrics:\n{text}")
-
-
-def wait_for_log(server: LocalTritonServer, needle: str, timeout_s: float = 5.0) -> str:
-    """The first server log line containing ``needle`` (what the model saw, e.g. a cancellation)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        lines = [line for line in server.logs().splitlines() if needle in line]
-        if lines:
-            return lines[0]
-        time.sleep(0.05)
-    raise AssertionError(f"{needle!r} not in the server log after {timeout_s} s")
 
 
 # -- fixtures ----------------------------------------------------------------------------------------------
@@ -697,3 +687,15 @@ def test_the_command_without_the_extra_names_it():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "pip install 'llmops-xclient[gateway]'" in result.stderr
+
+
+def test_request_headers_reach_triton_from_sync_clients_and_a_calls_own_headers_win(url, sent_headers):
+    from Xclient.client import ModelClient, request_headers
+
+    with ModelClient(url, "text") as client:
+        with request_headers({"traceparent": TRACEPARENT}):
+            assert client.infer_sample("追踪")["UPPER"].tolist() == ["追踪".encode()]
+            client.infer_sample("b", headers={"traceparent": "00-override-01"})
+        client.infer_sample("c")
+    # the last three requests: inside the block, inside it with the call's own header, after it
+    assert [h.get("traceparent") for h in sent_headers[-3:]] == [TRACEPARENT, "00-override-01", None]
