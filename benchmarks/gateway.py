@@ -112,10 +112,17 @@ class RawSse:
 
     async def stream(self) -> tuple[float, float]:
         start = time.perf_counter()
-        connection = self._idle.pop() if self._idle else await asyncio.open_connection(self._host, self._port)
-        reader, writer = connection
-        writer.write(self._request)
-        status = await reader.readline()
+        status, connection = b"", None
+        while self._idle and not status:  # an idle connection the server closed (uvicorn's keep-alive: 5 s)
+            connection = self._idle.pop()
+            connection[1].write(self._request)
+            status = await connection[0].readline()
+        if not status:
+            connection = await asyncio.open_connection(self._host, self._port)
+            connection[1].write(self._request)
+            status = await connection[0].readline()
+        assert connection is not None
+        reader = connection[0]
         if b" 200 " not in status:
             raise RuntimeError(f"the gateway answered {status!r}")
         while (await reader.readline()) not in (b"\r\n", b""):
