@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from . import _demo, _infer, _llm, _models, _retrieval, _serve
+from . import _demo, _gateway, _infer, _llm, _models, _retrieval, _serve
 from ._app import run
 
 #: The command modules, in the order ``xclient --help`` lists their commands.
-COMMAND_MODULES = (_llm, _retrieval, _infer, _models, _serve, _demo)
+COMMAND_MODULES = (_llm, _retrieval, _infer, _models, _serve, _gateway, _demo)
 
 __all__ = ["main"]
 

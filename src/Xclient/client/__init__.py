@@ -19,6 +19,7 @@ from ..exceptions import (
     XclientValueError,
 )
 from ._asyncio import AsyncioModelClient
+from ._auth import request_headers
 from ._config import ModelConfig, TensorSpec
 from ._decoupled import AsyncioDecoupledModelClient, AsyncResponseStream, DecoupledModelClient, ResponseStream
 from ._futures import FuturesModelClient
@@ -57,4 +58,5 @@ __all__ = [
     "XclientError",
     "XclientTimeoutError",
     "XclientValueError",
+    "request_headers",
 ]

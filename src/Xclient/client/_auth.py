@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+import contextvars
+from collections.abc import Iterable, Iterator, Mapping
 
 REDACTED = "***"
 
@@ -27,6 +29,28 @@ def build_headers(
             merged = {k: v for k, v in merged.items() if k.lower() != name.lower()}
             merged[name] = value
     return merged
+
+
+_SCOPED_HEADERS: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "xclient_request_headers", default=None
+)
+
+
+@contextlib.contextmanager
+def request_headers(headers: Mapping[str, str]) -> Iterator[None]:
+    """Send ``headers`` with every request any client makes inside the block (in this thread or task,
+    and in the tasks it starts): per-request headers such as a W3C ``traceparent``, through layers that
+    take no headers argument (the LLM, embeddings and rerank adapters). A call's own ``headers=`` win."""
+    token = _SCOPED_HEADERS.set(dict(headers))
+    try:
+        yield
+    finally:
+        _SCOPED_HEADERS.reset(token)
+
+
+def scoped_headers() -> Mapping[str, str] | None:
+    """The headers of the innermost :func:`request_headers` block, if any."""
+    return _SCOPED_HEADERS.get()
 
 
 def merge_headers(base: Mapping[str, str], extra: Mapping[str, str] | None) -> dict[str, str] | None:

@@ -25,7 +25,7 @@ from ..exceptions import (
     XclientTimeoutError,
     XclientValueError,
 )
-from ._auth import build_headers, merge_headers, secrets_of
+from ._auth import build_headers, merge_headers, scoped_headers, secrets_of
 from ._coding import PreparedRequest, finish_response, prepare_request
 from ._config import ModelConfig
 from ._options import ClientOptions
@@ -227,7 +227,8 @@ class BaseClient:
         return closed_error(repr(self), self._ctx.model)
 
     def _call_headers(self, headers: Mapping[str, str] | None) -> dict[str, str] | None:
-        return merge_headers(self._headers, headers)
+        scoped = scoped_headers()
+        return merge_headers(self._headers, merge_headers(scoped, headers) if scoped else headers)
 
     def _ready_flow(
         self, deadline: float, timeout_s: float, *, model: tuple[str, str] | None, tolerate_unreachable: bool

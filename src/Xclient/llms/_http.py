@@ -29,7 +29,7 @@ import numpy as np
 
 from ..client import ModelConfig
 from ..client import _rest as rest
-from ..client._auth import build_headers, secrets_of
+from ..client._auth import build_headers, merge_headers, scoped_headers, secrets_of
 from ..client._transport import CallContext, TlsOptions, translate_error
 from ..client._urls import ServerUrl
 from ..exceptions import XclientError
@@ -102,7 +102,9 @@ class GenerateClient:
     def _stream_request(self, request: TritonRequest) -> rest.Request:
         assert self._config is not None, "the model config is fetched first"
         payload = json_inputs(self._config, request.inputs)
-        return rest.generate_stream(self._model_name, self._version or "", payload, self._headers)
+        # request_headers(...) around the call (a traceparent) adds to the client's headers
+        headers = merge_headers(self._headers, scoped_headers())
+        return rest.generate_stream(self._model_name, self._version or "", payload, headers or {})
 
     def _outputs(self, payload: bytes) -> Outputs:
         """One event's outputs; an ``{"error": ...}`` event (possibly after a 200) raises."""

@@ -1,0 +1,80 @@
+"""``xclient gateway``: the OpenAI-compatible API of :mod:`Xclient.gateway` on uvicorn, until Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+
+from ..client._urls import parse_url
+from ..exceptions import XclientValueError
+from ._app import ENV_API_KEY, EXIT_ERROR, Commands, Context, env
+
+ENV_GATEWAY_KEY = "XCLIENT_GATEWAY_API_KEY"
+
+
+def add_commands(commands: Commands) -> None:
+    gateway = commands.add(
+        "gateway",
+        _gateway,
+        help="serve an OpenAI-compatible API (chat, completions, embeddings, rerank) in front of Triton servers",
+        examples=[
+            "xclient gateway --url grpc://localhost:8001                # http://127.0.0.1:9000/v1",
+            'xclient gateway --url grpc://triton-a:8001 --url grpc://triton-b:8001 --api-key "$KEY"',
+            "xclient gateway --url http://localhost:8000 --host 0.0.0.0 --port 9000",
+        ],
+        connection=False,
+    )
+    gateway.add_argument(
+        "--url",
+        action="append",
+        metavar="URL",
+        help="a Triton server (grpc://host:8001 or http://host:8000; no scheme: HTTP); repeatable: a model "
+        "lives on the first that serves it (default: env XCLIENT_URL, else http://localhost:8000)",
+    )
+    gateway.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    gateway.add_argument("--port", type=int, default=9000, help="the port to listen on (default 9000)")
+    gateway.add_argument(
+        "--api-key",
+        default=env(ENV_GATEWAY_KEY),
+        metavar="KEY",
+        help=f"require 'Authorization: Bearer KEY' on every /v1 route (env {ENV_GATEWAY_KEY}); never shown",
+    )
+    gateway.add_argument(
+        "--triton-api-key",
+        default=env(ENV_API_KEY),
+        metavar="KEY",
+        help=f"sent to Triton as 'Authorization: Bearer KEY' (env {ENV_API_KEY}); never shown",
+    )
+    gateway.add_argument(
+        "--timeout", type=float, default=60.0, metavar="SECONDS", help="deadline of each Triton response (60 s)"
+    )
+    gateway.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn's"
+    )
+
+
+def _gateway(ctx: Context) -> int:
+    try:
+        import uvicorn
+
+        from ..gateway import create_app
+    except ImportError:
+        ctx.console.error("xclient gateway needs the 'gateway' extra: pip install 'llmops-xclient[gateway]'")
+        return EXIT_ERROR
+    args = ctx.args
+    urls = args.url or [env("XCLIENT_URL", "http://localhost:8000")]
+    for url in urls:
+        parse_url(url)  # a bad URL is a usage error before anything starts
+    if not 0 <= args.port <= 65535:
+        raise XclientValueError(f"--port: expected 0 to 65535, got {args.port}")
+    app = create_app(
+        urls,
+        api_key=args.api_key or None,
+        triton_api_key=args.triton_api_key or os.environ.get(ENV_API_KEY) or None,
+        timeout_s=args.timeout,
+    )
+    ctx.console.note(f"gateway on http://{args.host}:{args.port}/v1 for {', '.join(str(parse_url(u)) for u in urls)}")
+    # loop="asyncio": gRPC's asyncio clients run on the standard loop (uvloop, if installed, is not used).
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=args.log_level, loop="asyncio", timeout_graceful_shutdown=5
+    )
+    return 0
