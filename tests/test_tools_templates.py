@@ -199,7 +199,10 @@ def test_tool_results_that_are_not_text_are_rendered_as_json_and_tool_use_blocks
     messages = [
         QUESTION,
         AIMessage(
-            [{"type": "text", "text": "查一下。"}, {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {}}],
+            [
+                {"type": "text", "text": "查一下。"},
+                {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {}},
+            ],
             tool_calls=[CALL_WEATHER],
         ),
         ToolMessage([{"温度": 25}], tool_call_id="call_1"),

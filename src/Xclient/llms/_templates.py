@@ -65,6 +65,7 @@ class ChatTurn:
     tool_call_id: str | None = None
     name: str | None = None
 
+
 #: End-of-turn markers: a user template that contains one stops on it.
 KNOWN_STOP_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|action_end|>", "<|endoftext|>")
 QWEN_DEFAULT_SYSTEM = "You are a helpful assistant."
@@ -436,7 +437,7 @@ _LLAMA31_DATE = "26 Jul 2024"  # the Llama 3.1 template's date_string when none 
 _LLAMA31_TOOLS_INTRO = (
     "Given the following functions, please respond with a JSON for a function call with its proper arguments "
     'that best answers the given prompt.\n\nRespond in the format {"name": function name, "parameters": '
-    'dictionary of argument name and its value}.Do not use variables.\n\n'
+    "dictionary of argument name and its value}.Do not use variables.\n\n"
 )
 
 
