@@ -314,6 +314,7 @@ class ChatMetaLM(MetaLMBase, BaseChatModel):
         *,
         method: Literal["function_calling", "json_mode", "json_schema"] = "function_calling",
         include_raw: bool = False,
+        strict: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, Any]:
         """A runnable that answers with an instance of ``schema`` (a pydantic class) or a dict (a JSON
@@ -325,7 +326,8 @@ class ChatMetaLM(MetaLMBase, BaseChatModel):
         ``structured_output_key``), and always tell the model the schema and validate the answer: an
         invalid answer raises OutputParserException with the raw text (``llm_output``).
         ``include_raw=True``: ``{"raw": AIMessage, "parsed": ..., "parsing_error": ...}`` instead, and
-        parsing errors are returned rather than raised.
+        parsing errors are returned rather than raised. ``strict`` is accepted for compatibility: the
+        answer is always validated against the schema.
         """
         from langchain_core.output_parsers.openai_tools import JsonOutputKeyToolsParser, PydanticToolsParser
         from langchain_core.utils.function_calling import convert_to_json_schema
