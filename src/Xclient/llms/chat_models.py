@@ -188,9 +188,16 @@ def _json_parser(schema: Any) -> Runnable[Any, Any]:
 
 
 def _json_schema(schema: Any) -> dict[str, Any]:
+    """The JSON schema to constrain and check with: a pydantic class's own, a JSON schema as given, else
+    LangChain's conversion (TypedDict, OpenAI tool dict)."""
     from langchain_core.utils.function_calling import convert_to_json_schema
+    from langchain_core.utils.pydantic import is_basemodel_subclass
 
-    return dict(schema) if isinstance(schema, Mapping) and "properties" in schema else convert_to_json_schema(schema)
+    if isinstance(schema, type) and is_basemodel_subclass(schema):
+        return cast("dict[str, Any]", schema.model_json_schema())
+    if isinstance(schema, Mapping) and "properties" in schema:
+        return dict(schema)
+    return convert_to_json_schema(schema)
 
 
 class _CheckedJsonParser(JsonOutputParser):
