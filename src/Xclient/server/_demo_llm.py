@@ -17,6 +17,11 @@ token is one CJK character, one word or one punctuation mark (:func:`tokenize`).
   as TensorRT-LLM does), the prompt echoed unless ``exclude_input_in_output``; decoupled configs stream
   deltas, or all text so far with the ``accumulate_tokens`` parameter (``tensorrt_llm_bls``).
 
+Tool use and structured output, a stand-in too (:func:`tool_answer`, :func:`guided_answer`): when the
+prompt offers tools in the Hermes format ChatMetaLM renders, the answer is a ``<tool_call>`` for each
+tool the question names (or the forced one), then a final answer quoting the tool results; with vLLM's
+``structured_outputs`` / ``guided_decoding`` sampling parameter, JSON that matches its schema.
+
 Model config ``parameters`` tune a model for tests: ``token_delay_s`` (a pause before each token,
 spent watching for cancellation), ``fail_after_tokens`` (an error response after that many tokens).
 
