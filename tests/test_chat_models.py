@@ -65,21 +65,6 @@ def wait_for_log(server: LocalTritonServer, needle: str, timeout_s: float = 3.0)
     raise AssertionError(f"{needle!r} not in the server log after {timeout_s} s")
 
 
-@pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every (call, request) the engine starts: what goes to the server."""
-    seen: list[Any] = []
-    real = engine_module.start
-
-    def spy(connection: Any, call: Any) -> Any:
-        generation, request = real(connection, call)
-        seen.append((call, request))
-        return generation, request
-
-    monkeypatch.setattr(engine_module, "start", spy)
-    return seen
-
-
 # -- the issue's examples --------------------------------------------------------------------------
 
 

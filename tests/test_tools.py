@@ -17,7 +17,6 @@ from pydantic import BaseModel, Field
 from Xclient.client import ModelConfig
 from Xclient.exceptions import XclientValueError
 from Xclient.llms import ChatMetaLM
-from Xclient.llms import _engine as engine_module
 from Xclient.llms._backends import Guide, Sampling, TrtllmBackend
 from Xclient.llms._tools import (
     HERMES,
@@ -208,21 +207,6 @@ class Weather(BaseModel):
 
     city: str = Field(description="城市名")
     temperature: int = Field(description="摄氏度")
-
-
-@pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every (call, request) the engine starts."""
-    seen: list[Any] = []
-    real = engine_module.start
-
-    def spy(connection: Any, call: Any) -> Any:
-        generation, request = real(connection, call)
-        seen.append((call, request))
-        return generation, request
-
-    monkeypatch.setattr(engine_module, "start", spy)
-    return seen
 
 
 def _sampling(request: Any) -> dict[str, Any]:

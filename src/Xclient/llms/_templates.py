@@ -131,38 +131,25 @@ class _Builtin(ChatTemplate):
 _CHATML_TURN = "<|im_start|>{role}\n{content}<|im_end|>\n"
 _CHATML_PROMPT = "<|im_start|>assistant\n"
 QWEN25_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+
+
+def _chatml(name: str, stop_last: str = "<|endoftext|>", tool_style: str = "hermes", **fields: Any) -> _Builtin:
+    """A ChatML-family template: ``<|im_start|>role\ncontent<|im_end|>\n`` turns."""
+    return _Builtin(
+        name,
+        ("<|im_end|>", stop_last),
+        turn=_CHATML_TURN,
+        generation_prompt=_CHATML_PROMPT,
+        tool_style=tool_style,
+        **fields,
+    )
+
+
 BUILTIN_TEMPLATES: dict[str, ChatTemplate] = {
-    "qwen": _Builtin(
-        "qwen",
-        ("<|im_end|>", "<|endoftext|>"),
-        turn=_CHATML_TURN,
-        generation_prompt=_CHATML_PROMPT,
-        default_system=QWEN_DEFAULT_SYSTEM,
-        tool_style="hermes",
-    ),
-    "qwen2.5": _Builtin(
-        "qwen2.5",
-        ("<|im_end|>", "<|endoftext|>"),
-        turn=_CHATML_TURN,
-        generation_prompt=_CHATML_PROMPT,
-        default_system=QWEN25_DEFAULT_SYSTEM,
-        tool_style="hermes",
-    ),
-    "chatml": _Builtin(
-        "chatml",
-        ("<|im_end|>", "<|endoftext|>"),
-        turn=_CHATML_TURN,
-        generation_prompt=_CHATML_PROMPT,
-        tool_style="hermes",
-    ),
-    "internlm2": _Builtin(
-        "internlm2",
-        ("<|im_end|>", "<|action_end|>"),
-        begin="<s>",
-        turn=_CHATML_TURN,
-        generation_prompt=_CHATML_PROMPT,
-        tool_style="internlm2",
-    ),
+    "qwen": _chatml("qwen", default_system=QWEN_DEFAULT_SYSTEM),
+    "qwen2.5": _chatml("qwen2.5", default_system=QWEN25_DEFAULT_SYSTEM),
+    "chatml": _chatml("chatml"),
+    "internlm2": _chatml("internlm2", "<|action_end|>", "internlm2", begin="<s>"),
     "llama3": _Builtin(
         "llama3",
         ("<|eot_id|>", "<|end_of_text|>"),
@@ -323,15 +310,9 @@ def message_turns(messages: Sequence[Any]) -> list[Turn]:
     """(role, text) per LangChain message: system -> ``system``, human -> ``user``, AI -> ``assistant``,
     a ``ChatMessage`` keeps its role. Content may be a str (``""`` included) or a list of text blocks
     (str or ``{"type": "text", "text": str}``), joined; anything else is an XclientValueError naming
-    the message (``messages[1].content: expected a str or a list of text blocks, got int 5``)."""
-    turns = []
-    for index, message in enumerate(messages):
-        kind = getattr(message, "type", None)
-        role = message.role if kind == "chat" else _ROLES.get(str(kind))
-        if role is None:
-            raise XclientValueError(f"messages[{index}]: unsupported message type {type(message).__name__}")
-        turns.append((role, _text(message.content, index)))
-    return turns
+    the message (``messages[1].content: expected a str or a list of text blocks, got int 5``). The
+    tool parts are left out (:func:`chat_turns` keeps them)."""
+    return [(turn.role, turn.content) for turn in chat_turns(messages)]
 
 
 def _text(content: Any, index: int) -> str:
