@@ -222,6 +222,7 @@ def test_a_streamed_tool_call_comes_as_tool_call_chunks_and_matches_invoke(url):
     assert message.content == "" and message.invalid_tool_calls == []
     (call,) = message.tool_calls
     assert (call["name"], call["args"]) == ("get_weather", {"city": "北京"}) and call["id"].startswith("call_")
+    assert message.response_metadata["finish_reason"] == "tool_calls"
     chunks = list(llm.stream(QUESTION))
     assert all(isinstance(c, AIMessageChunk) and c.content == "" for c in chunks)  # no call text leaks
     assert sum(bool(c.tool_call_chunks) for c in chunks) == 1
@@ -229,6 +230,7 @@ def test_a_streamed_tool_call_comes_as_tool_call_chunks_and_matches_invoke(url):
     for chunk in chunks[1:]:
         merged += chunk
     assert [(c["name"], c["args"]) for c in merged.tool_calls] == [("get_weather", {"city": "北京"})]
+    assert chunks[-1].response_metadata["finish_reason"] == "tool_calls"
 
 
 async def test_async_stream_and_invoke_parse_tool_calls_alike(url):

@@ -131,12 +131,18 @@ def test_qwen2_builtin_keeps_qwen2s_default_system_message_before_the_tools():
     assert chatml.startswith("<|im_start|>system\n# Tools\n\n")
 
 
-@pytest.mark.parametrize("with_tools", [True, False], ids=["tools", "no-tools"])
-@pytest.mark.parametrize("conversation", ["question", "system+question", "system+sequential calls"])
+# Without tools and tool turns the llama3 built-in is Llama 3's own template (test_templates.py).
+LLAMA31_CASES = [
+    ("question", True),
+    ("system+question", True),
+    ("system+sequential calls", True),
+    ("system+sequential calls", False),
+]
+
+
+@pytest.mark.parametrize(("conversation", "with_tools"), LLAMA31_CASES)
 def test_llama3_builtin_renders_tools_like_llama31_instruct_chat_template(conversation, with_tools):
     messages = CONVERSATIONS[conversation]
-    if not with_tools and conversation != "system+sequential calls":
-        pytest.skip("without tools or tool turns the llama3 built-in is Llama 3's own template (test_templates.py)")
     tools = TOOLS if with_tools else None
     reference = _reference("llama-3.1-instruct.jinja", "<|begin_of_text|>")(_hf(messages), tools)
     assert BUILTIN_TEMPLATES["llama3"].render_chat(chat_turns(messages), tools) == reference

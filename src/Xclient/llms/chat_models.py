@@ -62,12 +62,18 @@ class _Answer:
 
     def __init__(self, parser: ToolCallParser | None = None) -> None:
         self._parser = parser
+        self._called = False  # a tool call came: the finish reason is "tool_calls", as OpenAI says
 
     def _events(self, text: str, *, last: bool) -> list[Event]:
         if self._parser is None:
             return [text] if text else []
         events = self._parser.feed(text) if text else []
-        return events + self._parser.finish() if last else events
+        events = events + self._parser.finish() if last else events
+        self._called = self._called or any(isinstance(e, CallPiece) and e.error is None for e in events)
+        return events
+
+    def _metadata(self, ending: Ending) -> dict[str, Any]:
+        return {**ending.metadata, "finish_reason": "tool_calls"} if self._called else ending.metadata
 
     def chunk(self, item: str | Ending) -> ChatGenerationChunk:
         """A streamed delta, or the last chunk: the held-back text, usage and response metadata (once)."""
@@ -81,7 +87,7 @@ class _Answer:
             content=content,
             tool_call_chunks=chunks,
             usage_metadata=cast("UsageMetadata | None", item.usage),
-            response_metadata=item.metadata,
+            response_metadata=self._metadata(item),
             chunk_position="last",
         )
         return ChatGenerationChunk(message=message)
@@ -97,7 +103,7 @@ class _Answer:
             tool_calls=calls,
             invalid_tool_calls=invalid,
             usage_metadata=cast("UsageMetadata | None", ending.usage),
-            response_metadata=ending.metadata,
+            response_metadata=self._metadata(ending),
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
