@@ -6,6 +6,7 @@ structured outputs)."""
 from __future__ import annotations
 
 import json
+import pathlib
 from typing import Any
 
 import pytest
@@ -328,3 +329,21 @@ def test_a_langgraph_react_agent_runs_two_tools_and_answers_in_chinese(url):
     final = messages[-1]
     assert isinstance(final, AIMessage) and final.tool_calls == []
     assert "北京：晴，25度" in final.content and "5" in final.content
+
+
+def test_with_tools_bound_a_plain_answer_still_ends_before_a_client_side_stop_sequence(url):
+    llm = ChatMetaLM(model=QWEN, server_url=url, stop=["。"]).bind_tools([get_weather])
+    message = llm.invoke("你好")  # names no tool: the stand-in answers in text
+    assert message.tool_calls == [] and message.content and "。" not in message.content
+    streamed = "".join(chunk.content for chunk in llm.stream("你好"))
+    assert streamed == message.content
+
+
+def test_a_jinja_chat_template_file_renders_the_tools_and_its_calls_parse(url, sent):
+    template = pathlib.Path(__file__).parent / "fixtures" / "templates" / "qwen2.5-instruct.jinja"
+    llm = ChatMetaLM(model=QWEN, server_url=url, chat_template=str(template)).bind_tools([get_weather])
+    message = llm.invoke(QUESTION)
+    assert [(c["name"], c["args"]) for c in message.tool_calls] == [("get_weather", {"city": "北京"})]
+    assert sent[-1][0].prompt.startswith(
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.\n\n# Tools"
+    )
