@@ -7,6 +7,7 @@ import pathlib
 import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -63,3 +64,20 @@ def silent_url(protocol: str) -> Iterator[str]:
     for conn in accepted:
         conn.close()
     listener.close()
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every (call, request) the LLM engine starts: what goes to the server."""
+    from Xclient.llms import _engine as engine_module
+
+    seen: list[Any] = []
+    real = engine_module.start
+
+    def spy(connection: Any, call: Any) -> Any:
+        generation, request = real(connection, call)
+        seen.append((call, request))
+        return generation, request
+
+    monkeypatch.setattr(engine_module, "start", spy)
+    return seen

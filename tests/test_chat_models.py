@@ -67,21 +67,6 @@ def wait_for_log(server: LocalTritonServer, needle: str, timeout_s: float = 3.0)
     raise AssertionError(f"{needle!r} not in the server log after {timeout_s} s")
 
 
-@pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every (call, request) the engine starts: what goes to the server."""
-    seen: list[Any] = []
-    real = engine_module.start
-
-    def spy(connection: Any, call: Any) -> Any:
-        generation, request = real(connection, call)
-        seen.append((call, request))
-        return generation, request
-
-    monkeypatch.setattr(engine_module, "start", spy)
-    return seen
-
-
 # -- the issue's examples --------------------------------------------------------------------------
 
 
@@ -451,7 +436,9 @@ async def test_a_server_error_mid_stream_is_raised_after_the_chunks_already_deli
 
 
 class _Params:
-    """What both standard suites need; tool calling and structured output are not supported (False)."""
+    """What both standard suites need: tool calling, tool_choice, structured output and JSON mode on
+    (the demo stand-in answers in the Hermes tool format and honours vLLM's structured outputs);
+    only image, audio and PDF inputs stay off (their defaults)."""
 
     @property
     def chat_model_class(self) -> type[ChatMetaLM]:
@@ -459,11 +446,19 @@ class _Params:
 
     @property
     def has_tool_calling(self) -> bool:
-        return False
+        return True
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return True
 
     @property
     def has_structured_output(self) -> bool:
-        return False
+        return True
+
+    @property
+    def supports_json_mode(self) -> bool:
+        return True
 
     @property
     def returns_usage_metadata(self) -> bool:

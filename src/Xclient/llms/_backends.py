@@ -60,6 +60,24 @@ class Sampling:
     settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     stop: tuple[str, ...] = ()
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    guide: Guide | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Guide:
+    """Constrained decoding for one call: ``schema`` (a JSON schema; None: any JSON object), sent where
+    the backend supports it: vLLM's ``sampling_parameters[vllm_key]`` (``structured_outputs`` from
+    backend r25.12, ``guided_decoding`` r25.01-r25.11; JSON text of ``{"json": schema}`` or
+    ``{"json_object": true}``; None: not sent), TensorRT-LLM's ``guided_decoding_guide_type`` /
+    ``guided_decoding_guide`` inputs when the model declares them. Elsewhere nothing is sent (the
+    caller validates the answer either way)."""
+
+    schema: Mapping[str, Any] | None
+    vllm_key: str | None = "structured_outputs"
+
+    def vllm_value(self) -> str:
+        value = {"json": dict(self.schema)} if self.schema is not None else {"json_object": True}
+        return json.dumps(value, ensure_ascii=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,6 +217,8 @@ class VllmBackend(Backend):
         parameters: dict[str, Any] = {"max_tokens": sampling.max_tokens, **sampling.settings}
         if sampling.stop:
             parameters["stop"] = list(sampling.stop)
+        if sampling.guide is not None and sampling.guide.vllm_key:
+            parameters[sampling.guide.vllm_key] = sampling.guide.vllm_value()
         parameters.update(sampling.extra)
         inputs = {self.text_input.name: self._cast(self.text_input.name, prompt)}
         if self._has("sampling_parameters"):
@@ -284,6 +304,13 @@ class TrtllmBackend(Backend):
                     model=self.config.name,
                 )
             inputs[name] = self._cast(name, value)
+        guide = sampling.guide
+        if guide is not None and self._has("guided_decoding_guide_type"):
+            kind = "json_schema" if guide.schema is not None else "json"
+            inputs["guided_decoding_guide_type"] = self._cast("guided_decoding_guide_type", kind)
+            if guide.schema is not None and self._has("guided_decoding_guide"):
+                schema = json.dumps(dict(guide.schema), ensure_ascii=False)
+                inputs["guided_decoding_guide"] = self._cast("guided_decoding_guide", schema)
         inputs.update(self._extra_inputs(sampling))
         echo = None if stream or excluded else prompt.encode()
         return TritonRequest(inputs, echo=echo, cumulative=stream and self.accumulate)

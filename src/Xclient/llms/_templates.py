@@ -15,6 +15,16 @@ chosen by :func:`resolve_template`:
   to a template file.
 
 Each template carries its stop strings (``<|im_end|>``...), which the chat model adds to the stop list.
+
+**Tools** (:meth:`ChatTemplate.render_chat`): the built-ins render offered tools, assistant tool calls
+and tool results in the format their family was trained on, byte for byte as the family's reference
+template does (``tests/fixtures/templates``): ``qwen``/``qwen2.5``/``chatml`` in Qwen2.5's Hermes
+style (``<tools>`` in the system message, ``<tool_call>`` blocks, ``<tool_response>`` in a user turn),
+``internlm2`` in its plugin format (``<|plugin|>``, ``<|action_start|>``, ``environment`` turns), and
+``llama3`` as Llama 3.1 does (JSON calls, tools in the first user message, ``ipython`` turns). A Jinja
+template receives ``tools`` and the messages' ``tool_calls`` as Hugging Face's ``apply_chat_template``
+passes them. Each template also names the :class:`~Xclient.llms._tools.ToolFormat` its calls are
+parsed with.
 """
 
 from __future__ import annotations
@@ -29,8 +39,32 @@ from typing import Any
 
 from .._text import check_text, refuse
 from ..exceptions import XclientValueError
+from ._tools import HERMES, INTERNLM2, LLAMA3, ToolFormat, format_for_source
 
 Turn = tuple[str, str]  # (role, content)
+Tools = Sequence[Mapping[str, Any]]  # OpenAI tool dicts: {"type": "function", "function": {...}}
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolCallTurn:
+    """A tool call the assistant made, as it is rendered back into the prompt."""
+
+    id: str | None
+    name: str
+    arguments: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatTurn:
+    """One message for :meth:`ChatTemplate.render_chat`: role, text, and the tool parts (an assistant's
+    ``tool_calls``; a tool result's ``tool_call_id`` and tool ``name``)."""
+
+    role: str
+    content: str
+    tool_calls: tuple[ToolCallTurn, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+
 
 #: End-of-turn markers: a user template that contains one stops on it.
 KNOWN_STOP_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|action_end|>", "<|endoftext|>")
@@ -48,6 +82,21 @@ class ChatTemplate:
         """The prompt for ``turns``, ending with the assistant's generation prompt."""
         raise NotImplementedError
 
+    @property
+    def tool_format(self) -> ToolFormat | None:
+        """How this template's model writes tool calls; None: it has no tool format."""
+        return None
+
+    def render_chat(self, turns: Sequence[ChatTurn], tools: Tools | None = None) -> str:
+        """The prompt for ``turns`` with ``tools`` offered (None or empty: none), tool calls and tool
+        results included; a template without a tool format refuses tools."""
+        if tools or any(turn.tool_calls or turn.role == "tool" for turn in turns):
+            raise XclientValueError(
+                f"chat_template {self.name!r} has no tool-call format: choose qwen, qwen2.5, chatml, internlm2, "
+                "llama3 or a Jinja template that renders tools"
+            )
+        return self.render([(turn.role, turn.content) for turn in turns])
+
 
 @dataclasses.dataclass(frozen=True)
 class _Builtin(ChatTemplate):
@@ -59,6 +108,16 @@ class _Builtin(ChatTemplate):
     separator: str = ""
     default_system: str | None = None
     strip: bool = False
+    tool_style: str | None = None  # "hermes", "internlm2", "llama3"
+
+    @property
+    def tool_format(self) -> ToolFormat | None:
+        return _STYLE_FORMATS.get(self.tool_style or "")
+
+    def render_chat(self, turns: Sequence[ChatTurn], tools: Tools | None = None) -> str:
+        if self.tool_style is None or not (tools or any(t.tool_calls or t.role == "tool" for t in turns)):
+            return super().render_chat(turns, tools)
+        return _STYLE_RENDERERS[self.tool_style](self, turns, list(tools or ()))
 
     def render(self, turns: Sequence[Turn]) -> str:
         if self.default_system is not None and (not turns or turns[0][0] != "system"):
@@ -71,18 +130,26 @@ class _Builtin(ChatTemplate):
 
 _CHATML_TURN = "<|im_start|>{role}\n{content}<|im_end|>\n"
 _CHATML_PROMPT = "<|im_start|>assistant\n"
-BUILTIN_TEMPLATES: dict[str, ChatTemplate] = {
-    "qwen": _Builtin(
-        "qwen",
-        ("<|im_end|>", "<|endoftext|>"),
+QWEN25_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+
+
+def _chatml(name: str, stop_last: str = "<|endoftext|>", tool_style: str = "hermes", **fields: Any) -> _Builtin:
+    """A ChatML-family template: ``<|im_start|>role\ncontent<|im_end|>\n`` turns."""
+    return _Builtin(
+        name,
+        ("<|im_end|>", stop_last),
         turn=_CHATML_TURN,
         generation_prompt=_CHATML_PROMPT,
-        default_system=QWEN_DEFAULT_SYSTEM,
-    ),
-    "chatml": _Builtin("chatml", ("<|im_end|>", "<|endoftext|>"), turn=_CHATML_TURN, generation_prompt=_CHATML_PROMPT),
-    "internlm2": _Builtin(
-        "internlm2", ("<|im_end|>", "<|action_end|>"), begin="<s>", turn=_CHATML_TURN, generation_prompt=_CHATML_PROMPT
-    ),
+        tool_style=tool_style,
+        **fields,
+    )
+
+
+BUILTIN_TEMPLATES: dict[str, ChatTemplate] = {
+    "qwen": _chatml("qwen", default_system=QWEN_DEFAULT_SYSTEM),
+    "qwen2.5": _chatml("qwen2.5", default_system=QWEN25_DEFAULT_SYSTEM),
+    "chatml": _chatml("chatml"),
+    "internlm2": _chatml("internlm2", "<|action_end|>", "internlm2", begin="<s>"),
     "llama3": _Builtin(
         "llama3",
         ("<|eot_id|>", "<|end_of_text|>"),
@@ -90,11 +157,13 @@ BUILTIN_TEMPLATES: dict[str, ChatTemplate] = {
         turn="<|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>",
         generation_prompt="<|start_header_id|>assistant<|end_header_id|>\n\n",
         strip=True,
+        tool_style="llama3",
     ),
     "raw": _Builtin("raw", (), separator="\n"),
 }
 
 _FAMILIES = (
+    (re.compile(r"qwen[-_ ]?2[._]5", re.IGNORECASE), "qwen2.5"),
     (re.compile(r"qwen", re.IGNORECASE), "qwen"),
     (re.compile(r"internlm", re.IGNORECASE), "internlm2"),
     (re.compile(r"llama[-_ .]?3", re.IGNORECASE), "llama3"),
@@ -122,14 +191,27 @@ class _Jinja(ChatTemplate):
     eos_token: str = ""
     compiled: Any = dataclasses.field(default=None, compare=False, repr=False)
 
+    @property
+    def tool_format(self) -> ToolFormat | None:
+        return format_for_source(self.source)
+
     def render(self, turns: Sequence[Turn]) -> str:
+        return self._render([{"role": role, "content": content} for role, content in turns], None)
+
+    def render_chat(self, turns: Sequence[ChatTurn], tools: Tools | None = None) -> str:
+        return self._render([_hf_message(turn) for turn in turns], [dict(tool) for tool in tools] if tools else None)
+
+    def _render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
         from jinja2.exceptions import SecurityError, TemplateError
 
-        messages = [{"role": role, "content": content} for role, content in turns]
         try:
             return str(
                 self.compiled.render(
-                    messages=messages, add_generation_prompt=True, bos_token=self.bos_token, eos_token=self.eos_token
+                    messages=messages,
+                    tools=tools,
+                    add_generation_prompt=True,
+                    bos_token=self.bos_token,
+                    eos_token=self.eos_token,
                 )
             )
         except SecurityError as e:
@@ -228,15 +310,9 @@ def message_turns(messages: Sequence[Any]) -> list[Turn]:
     """(role, text) per LangChain message: system -> ``system``, human -> ``user``, AI -> ``assistant``,
     a ``ChatMessage`` keeps its role. Content may be a str (``""`` included) or a list of text blocks
     (str or ``{"type": "text", "text": str}``), joined; anything else is an XclientValueError naming
-    the message (``messages[1].content: expected a str or a list of text blocks, got int 5``)."""
-    turns = []
-    for index, message in enumerate(messages):
-        kind = getattr(message, "type", None)
-        role = message.role if kind == "chat" else _ROLES.get(str(kind))
-        if role is None:
-            raise XclientValueError(f"messages[{index}]: unsupported message type {type(message).__name__}")
-        turns.append((role, _text(message.content, index)))
-    return turns
+    the message (``messages[1].content: expected a str or a list of text blocks, got int 5``). The
+    tool parts are left out (:func:`chat_turns` keeps them)."""
+    return [(turn.role, turn.content) for turn in chat_turns(messages)]
 
 
 def _text(content: Any, index: int) -> str:
@@ -257,3 +333,182 @@ def _text(content: Any, index: int) -> str:
                 f"messages[{index}]: only text content can be sent to a text LLM, got a {kind!r} block"
             )
     return "".join(parts)
+
+
+# -- tools: the family renderers ---------------------------------------------------------------------
+
+
+def _json(value: Any, indent: int | None = None) -> str:
+    """JSON as the reference templates write it (Hugging Face's ``tojson``: no ASCII escaping)."""
+    return json.dumps(value, ensure_ascii=False, indent=indent)
+
+
+_HERMES_TOOLS_HEAD = (
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
+)
+_HERMES_TOOLS_TAIL = (
+    "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
+    '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n'
+    "</tool_call>"
+)
+
+
+def _render_hermes(template: _Builtin, turns: Sequence[ChatTurn], tools: list[Mapping[str, Any]]) -> str:
+    """Qwen2.5's ``chat_template`` (tests/fixtures/templates/qwen2.5-instruct.jinja), with the template's
+    own default system message (none for ``chatml``)."""
+    first_system = bool(turns) and turns[0].role == "system"
+    system = turns[0].content if first_system else template.default_system
+    out = []
+    if tools:
+        block = _HERMES_TOOLS_HEAD + "".join("\n" + _json(tool) for tool in tools) + _HERMES_TOOLS_TAIL
+        out.append(f"<|im_start|>system\n{system}\n\n{block}<|im_end|>\n" if system is not None else "")
+        if system is None:
+            out.append(f"<|im_start|>system\n{block}<|im_end|>\n")
+    elif system is not None:
+        out.append(f"<|im_start|>system\n{system}<|im_end|>\n")
+    for index, turn in enumerate(turns):
+        if index == 0 and first_system:
+            continue
+        if turn.role == "assistant" and turn.tool_calls:
+            calls = "".join(
+                f'\n<tool_call>\n{{"name": "{call.name}", "arguments": {_json(call.arguments)}}}\n</tool_call>'
+                for call in turn.tool_calls
+            )
+            out.append("<|im_start|>assistant" + ("\n" + turn.content if turn.content else "") + calls + "<|im_end|>\n")
+        elif turn.role == "tool":
+            opens = index == 0 or turns[index - 1].role != "tool"
+            closes = index == len(turns) - 1 or turns[index + 1].role != "tool"
+            out.append(
+                ("<|im_start|>user" if opens else "")
+                + f"\n<tool_response>\n{turn.content}\n</tool_response>"
+                + ("<|im_end|>\n" if closes else "")
+            )
+        else:
+            out.append(f"<|im_start|>{turn.role}\n{turn.content}<|im_end|>\n")
+    return "".join(out) + template.generation_prompt
+
+
+def _render_internlm2(template: _Builtin, turns: Sequence[ChatTurn], tools: list[Mapping[str, Any]]) -> str:
+    """InternLM2's plugin format, as vLLM's ``tool_chat_template_internlm2_tool.jinja`` renders it
+    (tests/fixtures/templates/internlm2-tool.jinja)."""
+    out = [template.begin]
+    rest = list(turns)
+    if rest and rest[0].role == "system":
+        out.append(f"<|im_start|>system\n{rest.pop(0).content}<|im_end|>\n")
+    if tools:
+        functions = ", ".join(_json(tool.get("function", tool)) for tool in tools)
+        out.append(f"<|im_start|>system name=<|plugin|>\n[{functions}]<|im_end|>\n")
+    for turn in rest:
+        if turn.role == "assistant" and turn.tool_calls:
+            calls = "".join(
+                f'<|action_start|><|plugin|>\n{{"name": "{call.name}", "arguments": {_json(call.arguments)}}}'
+                "<|action_end|>"
+                for call in turn.tool_calls
+            )
+            out.append(f"<|im_start|>assistant\n{turn.content}{calls}<|im_end|>\n")
+        elif turn.role == "tool":
+            out.append(f"<|im_start|>environment name=<|plugin|>\n{turn.content}<|im_end|>\n")
+        else:
+            out.append(f"<|im_start|>{turn.role}\n{turn.content}<|im_end|>\n")
+    return "".join(out) + template.generation_prompt
+
+
+_LLAMA31_DATE = "26 Jul 2024"  # the Llama 3.1 template's date_string when none is passed
+_LLAMA31_TOOLS_INTRO = (
+    "Given the following functions, please respond with a JSON for a function call with its proper arguments "
+    'that best answers the given prompt.\n\nRespond in the format {"name": function name, "parameters": '
+    "dictionary of argument name and its value}.Do not use variables.\n\n"
+)
+
+
+def _render_llama3(template: _Builtin, turns: Sequence[ChatTurn], tools: list[Mapping[str, Any]]) -> str:
+    """Llama 3.1's ``chat_template`` (tests/fixtures/templates/llama-3.1-instruct.jinja): JSON tool calls,
+    the tools in the first user message, tool results as ``ipython`` turns. Several calls in one turn
+    (the reference refuses them) are written one after the other, separated by ``; ``."""
+    header = "<|start_header_id|>{}<|end_header_id|>\n\n".format
+    rest = list(turns)
+    system = rest.pop(0).content.strip() if rest and rest[0].role == "system" else ""
+    out = [template.begin, header("system")]
+    if tools:
+        out.append("Environment: ipython\n")
+    out.append(f"Cutting Knowledge Date: December 2023\nToday Date: {_LLAMA31_DATE}\n\n{system}<|eot_id|>")
+    if tools:
+        if not rest:
+            raise XclientValueError("chat_template llama3: tools need a first user message to be put in")
+        first = rest.pop(0).content.strip()
+        listed = "".join(_json(tool, indent=4) + "\n\n" for tool in tools)
+        out.append(header("user") + _LLAMA31_TOOLS_INTRO + listed + first + "<|eot_id|>")
+    for turn in rest:
+        if turn.role == "assistant" and turn.tool_calls:
+            calls = "; ".join(
+                f'{{"name": "{call.name}", "parameters": {_json(call.arguments)}}}' for call in turn.tool_calls
+            )
+            out.append(header("assistant") + calls + "<|eot_id|>")
+        elif turn.role in ("tool", "ipython"):
+            out.append(header("ipython") + _json(turn.content) + "<|eot_id|>")
+        else:
+            out.append(header(turn.role) + turn.content.strip() + "<|eot_id|>")
+    return "".join(out) + template.generation_prompt
+
+
+_STYLE_RENDERERS = {"hermes": _render_hermes, "internlm2": _render_internlm2, "llama3": _render_llama3}
+_STYLE_FORMATS: dict[str, ToolFormat] = {"hermes": HERMES, "internlm2": INTERNLM2, "llama3": LLAMA3}
+
+
+def _hf_message(turn: ChatTurn) -> dict[str, Any]:
+    """A message as Hugging Face's ``apply_chat_template`` passes it to a Jinja template."""
+    message: dict[str, Any] = {"role": turn.role, "content": turn.content}
+    if turn.tool_calls:
+        message["tool_calls"] = [
+            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": dict(call.arguments)}}
+            for call in turn.tool_calls
+        ]
+    if turn.tool_call_id is not None:
+        message["tool_call_id"] = turn.tool_call_id
+    if turn.name is not None and turn.role == "tool":
+        message["name"] = turn.name
+    return message
+
+
+#: Content blocks that repeat an AI message's tool calls (Anthropic-style); dropped, tool_calls render them.
+_CALL_BLOCKS = frozenset({"tool_use", "tool_call", "function_call"})
+
+
+def chat_turns(messages: Sequence[Any]) -> list[ChatTurn]:
+    """:func:`message_turns` with the tool parts: an AI message's ``tool_calls`` (its ``tool_use`` blocks
+    are the same calls, and are dropped), a ``ToolMessage``'s ``tool_call_id`` and ``name``. A tool
+    result that is not text (a list of JSON values, a dict) is rendered as JSON."""
+    turns = []
+    for index, message in enumerate(messages):
+        kind = getattr(message, "type", None)
+        role = message.role if kind == "chat" else _ROLES.get(str(kind))
+        if role is None:
+            raise XclientValueError(f"messages[{index}]: unsupported message type {type(message).__name__}")
+        content = message.content
+        calls: tuple[ToolCallTurn, ...] = ()
+        if kind == "ai":
+            calls = tuple(
+                ToolCallTurn(call.get("id"), call["name"], call.get("args") or {})
+                for call in getattr(message, "tool_calls", None) or ()
+            )
+            if isinstance(content, list):
+                content = [b for b in content if not (isinstance(b, Mapping) and b.get("type") in _CALL_BLOCKS)]
+        if kind == "tool" and not isinstance(content, str) and not _is_text_blocks(content):
+            content = _json(content)
+        turns.append(
+            ChatTurn(
+                role,
+                _text(content, index),
+                calls,
+                tool_call_id=getattr(message, "tool_call_id", None) if kind == "tool" else None,
+                name=getattr(message, "name", None) if kind == "tool" else None,
+            )
+        )
+    return turns
+
+
+def _is_text_blocks(content: Any) -> bool:
+    return isinstance(content, (list, tuple)) and all(
+        isinstance(b, str) or (isinstance(b, Mapping) and b.get("type") == "text") for b in content
+    )

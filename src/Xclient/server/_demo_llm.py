@@ -17,6 +17,11 @@ token is one CJK character, one word or one punctuation mark (:func:`tokenize`).
   as TensorRT-LLM does), the prompt echoed unless ``exclude_input_in_output``; decoupled configs stream
   deltas, or all text so far with the ``accumulate_tokens`` parameter (``tensorrt_llm_bls``).
 
+Tool use and structured output, a stand-in too (:func:`tool_answer`, :func:`guided_answer`): when the
+prompt offers tools in the Hermes format ChatMetaLM renders, the answer is a ``<tool_call>`` for each
+tool the question names (or the forced one), then a final answer quoting the tool results; with vLLM's
+``structured_outputs`` / ``guided_decoding`` sampling parameter, JSON that matches its schema.
+
 Model config ``parameters`` tune a model for tests: ``token_delay_s`` (a pause before each token,
 spent watching for cancellation), ``fail_after_tokens`` (an error response after that many tokens).
 
@@ -103,13 +108,21 @@ def parse_turns(prompt: str) -> list[tuple[str, str]]:
     return [("user", prompt.strip())]
 
 
-def answer(prompt: str, model_name: str) -> str:
-    """The stand-in's whole answer to ``prompt``: in Chinese when the last user turn has CJK characters;
-    a prompt that offers lagent ReAct tools gets the agent mode's answer (:mod:`._demo_agent`)."""
+def answer(prompt: str, model_name: str, guide: dict[str, Any] | None = None) -> str:
+    """The stand-in's whole answer to ``prompt``: in Chinese when the last user turn has CJK characters.
+
+    With a structured-output ``guide`` (:func:`structured_guide`), JSON that matches it; when the prompt
+    offers tools, the tool-use answer (:func:`tool_answer`) if there is one; a prompt that offers lagent
+    ReAct tools, the agent mode's answer (:mod:`._demo_agent`)."""
     from ._demo_agent import agent_answer
 
+    if guide is not None:
+        return guided_answer(prompt, guide)
     if (reply := agent_answer(prompt)) is not None:
         return reply
+    tool_text = tool_answer(prompt, model_name)
+    if tool_text is not None:
+        return tool_text
     turns = parse_turns(prompt)
     users = [content for role, content in turns if role == "user"]
     question = users[-1] if users else ""
@@ -125,6 +138,188 @@ def answer(prompt: str, model_name: str) -> str:
         f'language model. You said: "{question}". This is turn {len(users)} of our conversation; I answer '
         "word by word so that streaming can be tested."
     )
+
+
+# -- tool use and structured output (a deterministic stand-in, not a model) ---------------------------
+#
+# The prompt is read as ChatMetaLM's Hermes-style rendering writes it (Qwen2.5's template): the offered
+# tools in the system turn's <tools> block, the assistant's calls as <tool_call> blocks, the results as
+# <tool_response> blocks in a user turn, and possibly the start of the answer (a forced call) after the
+# last "<|im_start|>assistant\n". The stand-in calls, one per turn, each offered tool that the question
+# names (as a word, or by a distinctive part of its name: "weather" for get_weather) and that has not
+# been called since, with arguments taken from the question (``name(1, "x")`` call syntax, else numbers
+# and quoted text in order, else the question itself); a forced call picks the named tool, else the
+# first tool. Once the named tools have answered, it gives a final answer that quotes their results.
+
+_TOOLS_BLOCK = re.compile(r"<tools>\n(.*?)\n</tools>", re.DOTALL)
+_CALL_BLOCK = re.compile(r"<tool_call>\n(.*?)\n</tool_call>", re.DOTALL)
+_RESPONSE_BLOCK = re.compile(r"<tool_response>\n(.*?)\n</tool_response>", re.DOTALL)
+_FORCED_NAME = re.compile(r'<tool_call>\n\{"name": "([^"]+)"')
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])")
+_QUOTED = re.compile(r"“([^”]+)”|\"([^\"]+)\"|'([^']+)'|「([^」]+)」")
+_ASSISTANT_START = "<|im_start|>assistant\n"
+
+
+def offered_tools(prompt: str) -> list[dict[str, Any]]:
+    """The ``function`` part of each tool in the prompt's ``<tools>`` block (Hermes style)."""
+    block = _TOOLS_BLOCK.search(prompt)
+    if not block:
+        return []
+    tools = [json.loads(line) for line in block.group(1).splitlines() if line.strip()]
+    return [tool.get("function", tool) for tool in tools]
+
+
+def tool_answer(prompt: str, model_name: str) -> str | None:
+    """A ``<tool_call>`` block, or a final answer quoting the tool results; None when the prompt offers
+    no tools, or no tool is named, forced or answered (then the stand-in answers as usual)."""
+    tools = offered_tools(prompt)
+    if not tools:
+        return None
+    head, _, prefill = prompt.rpartition(_ASSISTANT_START)
+    if not head or "<|im_end|>" in prefill:
+        prefill = ""
+    turns = parse_turns(prompt)
+    asked = [i for i, (role, text) in enumerate(turns) if role == "user" and not text.startswith("<tool_response>")]
+    if not asked:
+        return None
+    question = turns[asked[-1]][1]
+    since = turns[asked[-1] + 1 :]
+    called = {
+        json.loads(c).get("name") for role, text in since if role == "assistant" for c in _CALL_BLOCK.findall(text)
+    }
+    results = [r for role, text in since if role == "user" for r in _RESPONSE_BLOCK.findall(text)]
+    named = sorted(
+        (t for t in tools if _mentions(question, t["name"]) >= 0), key=lambda t: _mentions(question, t["name"])
+    )
+    pending = [t for t in named if t["name"] not in called]
+    if prefill.startswith("<tool_call>"):
+        forced = _FORCED_NAME.match(prefill)
+        by_name = {t["name"]: t for t in tools}
+        tool = by_name.get(forced.group(1)) if forced else None
+        tool = tool or (pending or named or tools)[0]
+    elif pending:
+        tool = pending[0]
+    elif results:
+        if _CJK.search(question):
+            return f"根据工具返回的结果：{'；'.join(results)}。（{model_name}的演示替身依据工具结果作答。）"
+        return f"Based on the tool results: {'; '.join(results)}. (A stand-in for {model_name}, answering from them.)"
+    else:
+        return None
+    call = json.dumps({"name": tool["name"], "arguments": tool_arguments(tool, question)}, ensure_ascii=False)
+    text = f"<tool_call>\n{call}\n</tool_call>"
+    return text[len(prefill) :] if prefill and text.startswith(prefill) else text
+
+
+_GENERIC_WORDS = frozenset({"function", "tool", "tools", "call", "magic"})
+
+
+def _mentions(question: str, name: str) -> int:
+    """Where ``question`` names tool ``name`` (as a word, or a distinctive part of it: ``weather`` for
+    ``get_weather``); -1: nowhere."""
+    whole = re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", question)
+    if whole:
+        return whole.start()
+    parts = [p for p in re.split(r"[_\W]+", name) if len(p) > 3 and p.lower() not in _GENERIC_WORDS]
+    found = [m.start() for p in parts if (m := re.search(rf"\b{re.escape(p)}", question, re.IGNORECASE))]
+    return min(found, default=-1)
+
+
+def tool_arguments(tool: dict[str, Any], question: str) -> dict[str, Any]:
+    """Arguments for ``tool`` from ``question``: ``name(3, "x")``/``name(a=3)`` call syntax when the
+    question has it, else values taken from the question per parameter type."""
+    schema = tool.get("parameters") or {}
+    properties = list(schema.get("properties", {}))
+    syntax = re.search(rf"{re.escape(tool['name'])}\((.*?)\)", question)
+    if syntax:
+        values: dict[str, Any] = {}
+        for position, part in enumerate(p.strip() for p in syntax.group(1).split(",") if p.strip()):
+            key, sep, literal = part.partition("=")
+            name, literal = (
+                (key.strip(), literal)
+                if sep
+                else (properties[position] if position < len(properties) else f"arg{position}", part)
+            )
+            try:
+                values[name] = json.loads(literal.strip().replace("'", '"'))
+            except ValueError:
+                values[name] = literal.strip().strip("'\"")
+        return values
+    return _instance(schema, _Source(question), schema)
+
+
+class _Source:
+    """The question's numbers and quoted texts, handed out in order."""
+
+    def __init__(self, question: str) -> None:
+        self.question = question
+        self.numbers = iter(_NUMBER.findall(question))
+        self.quoted = iter(next(g for g in m.groups() if g) for m in _QUOTED.finditer(question))
+
+
+def _instance(schema: dict[str, Any], source: _Source, root: dict[str, Any]) -> Any:
+    """A value that matches ``schema`` (the subset tool schemas use), filled from ``source``."""
+    if "$ref" in schema:
+        node: Any = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        return _instance(node, source, root)
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            options = [o for o in schema[key] if o.get("type") != "null"] or schema[key]
+            return _instance(options[0], source, root)
+    if "allOf" in schema:
+        return _instance(schema["allOf"][0], source, root)
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    kind = next((k for k in kind if k != "null"), "null") if isinstance(kind, list) else kind
+    if kind == "object":
+        required = schema.get("required", list(schema.get("properties", {})))
+        props = schema.get("properties", {})
+        return {name: _instance(props.get(name, {}), source, root) for name in required}
+    if kind == "array":
+        return []
+    if kind in ("integer", "number"):
+        number = next(source.numbers, "0")
+        return int(float(number)) if kind == "integer" else float(number)
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return next(source.quoted, None) or source.question
+
+
+def structured_guide(params: dict[str, Any]) -> dict[str, Any] | None:
+    """The structured-output request in vLLM ``sampling_parameters``, as the Triton vLLM backend reads it:
+    ``structured_outputs`` (r25.12+) or ``guided_decoding`` (r25.01-r25.11), a JSON string that the
+    backend ``json.loads`` (anything else fails the request, as there)."""
+    for key in ("structured_outputs", "guided_decoding"):
+        if key in params:
+            value = params[key]
+            if not isinstance(value, str):
+                raise TypeError(f"the JSON object must be str, bytes or bytearray, not {type(value).__name__}")
+            guide = json.loads(value)
+            if not isinstance(guide, dict):
+                raise TypeError(f"{key}: expected a JSON object, got {type(guide).__name__}")
+            return guide
+    return None
+
+
+def guided_answer(prompt: str, guide: dict[str, Any]) -> str:
+    """JSON that satisfies ``guide`` (``json``: a schema; ``json_object``; ``choice``), from the question."""
+    users = [content for role, content in parse_turns(prompt) if role == "user"]
+    source = _Source(users[-1] if users else prompt)
+    if guide.get("json") is not None:
+        schema = guide["json"]
+        schema = json.loads(schema) if isinstance(schema, str) else schema
+        return json.dumps(_instance(schema, source, schema), ensure_ascii=False)
+    if guide.get("json_object"):
+        return json.dumps({"answer": source.question}, ensure_ascii=False)
+    if guide.get("choice"):
+        return str(guide["choice"][0])
+    raise ValueError(f"the demo stand-in supports json, json_object and choice guides, got {sorted(guide)}")
 
 
 def generate(text: str, max_tokens: int, stop: list[str], *, keep_stop: bool) -> tuple[list[str], str]:
@@ -269,7 +464,8 @@ class VllmStandIn(_StandIn):
         stop = params.get("stop") or []
         stop = [stop] if isinstance(stop, str) else list(stop)
         max_tokens = params.get("max_tokens", VLLM_DEFAULT_MAX_TOKENS)
-        tokens, reason = generate(answer(prompt, self.model_name), max_tokens, stop, keep_stop=False)
+        text = answer(prompt, self.model_name, guide=structured_guide(params))
+        tokens, reason = generate(text, max_tokens, stop, keep_stop=False)
         asked = {name: bool(self._value(request, f"return_{name}") or False) for name in _VLLM_EXTRA_OUTPUTS}
         counts = (len(tokenize(prompt)), 0)
         if not stream:
