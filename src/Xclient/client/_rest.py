@@ -338,7 +338,7 @@ def parse_head(head: bytes, address: str) -> tuple[int, dict[str, str]]:
 def chunk_size(line: bytes) -> int:
     """The size of a chunk of a chunked body, from its size line (extensions ignored).
 
-    >>> chunk_size(b"1a;name=value\r\n")
+    >>> chunk_size(b"1a;name=value\\r\\n")
     26
     """
     try:
