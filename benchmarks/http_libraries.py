@@ -32,11 +32,16 @@ def body() -> tuple[bytes, dict[str, str]]:
     raw = serialize_byte_tensor(np.array([[TEXT]], dtype=object)).item()
     header = json.dumps(
         {
-            "inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "parameters": {"binary_data_size": len(raw)}}],
+            "inputs": [
+                {"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "parameters": {"binary_data_size": len(raw)}}
+            ],
             "parameters": {"binary_data_output": True},
         }
     ).encode()
-    return header + raw, {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"}
+    return header + raw, {
+        "Inference-Header-Content-Length": str(len(header)),
+        "Content-Type": "application/octet-stream",
+    }
 
 
 def check(status: int, data: bytes, headers: Any) -> None:
@@ -78,7 +83,21 @@ def sync_contenders(url: str) -> dict[str, Callable[[], None]]:
         response = client.post(PATH, content=data, headers=headers)
         check(response.status_code, response.content, response.headers)
 
-    return {"tritonclient.http (raw)": raw_call, "http.client": stdlib_call, "urllib3": urllib3_call, "httpx": httpx_call}
+    from Xclient.client import ModelClient
+
+    xclient = ModelClient(url, "bench_echo")
+    sample = np.array([TEXT], dtype=object)
+
+    def xclient_call() -> None:
+        assert xclient.infer_sample(sample)["ECHO"][0] == TEXT
+
+    return {
+        "tritonclient.http (raw)": raw_call,
+        "http.client": stdlib_call,
+        "urllib3": urllib3_call,
+        "httpx": httpx_call,
+        "Xclient ModelClient": xclient_call,
+    }
 
 
 def p50_p99(call: Callable[[], None], count: int) -> tuple[float, float]:
@@ -133,16 +152,26 @@ async def async_contenders(url: str) -> dict[str, Callable[[], Awaitable[None]]]
         lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
         fields = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
         content = await reader.readexactly(int(fields["content-length"]))
-        check(int(lines[0].split()[1]), content, {"Inference-Header-Content-Length": fields["inference-header-content-length"]})
+        length = fields["inference-header-content-length"]
+        check(int(lines[0].split()[1]), content, {"Inference-Header-Content-Length": length})
         idle.append((reader, writer))
+
+    from Xclient.client import AsyncioModelClient
+
+    xclient = AsyncioModelClient(url, "bench_echo")
+    sample = np.array([TEXT], dtype=object)
+
+    async def xclient_call() -> None:
+        assert (await xclient.infer_sample(sample))["ECHO"][0] == TEXT
 
     contenders = {
         "tritonclient.http.aio (raw)": raw_call,
         "aiohttp": aiohttp_call,
         "httpx.AsyncClient": httpx_call,
         "asyncio streams": streams_call,
+        "Xclient AsyncioModelClient": xclient_call,
     }
-    contenders["_close"] = lambda: _close(raw, session, client)  # type: ignore[assignment]
+    contenders["_close"] = lambda: _close(raw, session, client, xclient)  # type: ignore[assignment]
     return contenders
 
 
@@ -169,7 +198,7 @@ async def run_async(url: str, seconds: float) -> None:
     contenders = await async_contenders(url)
     close = contenders.pop("_close")
     for concurrency in (1, 8, 32):
-        for name, call in contenders.items():
+        for call in contenders.values():
             await throughput(call, concurrency, 0.3)  # warm-up: connections opened
         results = {name: await throughput(call, concurrency, seconds) for name, call in contenders.items()}
         base = next(iter(results.values()))

@@ -200,5 +200,5 @@ NO_GEVENT = """
 
 def test_no_client_used_over_http_imports_gevent(triton_server):
     out = run_pattern(NO_GEVENT, triton_server.http_url)
-    expected = "[[1], [2], [3], 'XclientValueError', 'XclientValueError', True, True, True, True, 1]"
+    expected = "[[1], [2], [3], 'XclientValueError', 'XclientValueError', True, True, True, 1]"
     assert out.strip() == expected, out

@@ -1,4 +1,4 @@
-"""AsyncioModelClient: the asyncio client, on tritonclient's native asyncio transports (no thread pool)."""
+"""AsyncioModelClient: the asyncio client, on native asyncio transports (grpc.aio, asyncio streams; no thread pool)."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ class AsyncClientMixin(AsyncTransportMixin, BaseModelClient):
 
 
 class AsyncioModelClient(AsyncClientMixin):
-    """An asyncio client for one model, over HTTP (``tritonclient.http.aio``) or gRPC
+    """An asyncio client for one model, over HTTP (Xclient's asyncio HTTP wire) or gRPC
     (``tritonclient.grpc.aio``). Same options and rules as :class:`~Xclient.client.ModelClient`.
 
     Example::

@@ -71,7 +71,7 @@ class FuturesModelClient(ClientWrapper):
       ``non_blocking=True`` not at all; then it raises :class:`~Xclient.exceptions.QueueFullError`.
 
     The calls run as coroutines of one :class:`AsyncioModelClient` on one private event-loop thread
-    (``tritonclient``'s aio transports: ``grpc.aio``, or ``aiohttp`` over HTTP), started on first use:
+    (``tritonclient.grpc.aio``, or Xclient's asyncio HTTP wire), started on first use:
     however large ``max_workers``, a client adds one thread.
 
     A call raises at once only :class:`~Xclient.exceptions.QueueFullError` and

@@ -1,10 +1,12 @@
 """The HTTP wire: sends a :class:`~Xclient.client._rest.Request` and returns its
 :class:`~Xclient.client._rest.Response`, blocking (:class:`SyncWire`) or in asyncio (:class:`AsyncWire`).
 
-Both are the standard library, chosen by measurement (``python -m benchmarks.http_libraries URL``):
-``http.client`` with one persistent connection per thread for the blocking wire, and asyncio
-streams with Xclient's own HTTP/1.1 framing (:mod:`Xclient.client._rest`) for the asyncio one; no
-gevent, no aiohttp. Everything else (the REST coding, errors) is shared; the twins differ only in I/O.
+Both are the standard library, chosen by measurement (``python -m benchmarks.http_libraries URL``:
+``http.client``, and asyncio streams, beat ``tritonclient``'s gevent and aiohttp clients, urllib3 and
+httpx): a socket per thread for the blocking wire, asyncio streams for the asyncio one, both with
+Xclient's own HTTP/1.1 framing (:mod:`Xclient.client._rest`: one request head written in one send,
+one head parser; ``http.client`` itself writes head and body in two sends and parses headers with
+``email``). No gevent, no aiohttp. The twins differ only in I/O.
 
 Rules both wires keep:
 
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.client
 import select
 import socket
 import ssl
@@ -32,7 +33,16 @@ import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from ._rest import Request, Response, check_http1, keeps_alive, parse_head, raise_for_error, request_head
+from ._rest import (
+    Request,
+    Response,
+    check_http1,
+    chunk_size,
+    keeps_alive,
+    parse_head,
+    raise_for_error,
+    request_head,
+)
 from ._transport import TlsOptions
 from ._urls import ServerUrl
 
@@ -70,19 +80,31 @@ def _not_sent(address: str, error: BaseException) -> RequestNotSentError:
 
 
 class _Connection:
-    """One thread's ``http.client`` connection, closed when the thread ends (its thread-local goes)."""
+    """One thread's socket (and its buffered reader), closed when the thread ends (its thread-local goes)."""
 
-    __slots__ = ("http", "__weakref__")
+    __slots__ = ("sock", "rfile", "__weakref__")
 
-    def __init__(self, connection: http.client.HTTPConnection) -> None:
-        self.http = connection
+    def __init__(self) -> None:
+        self.sock: socket.socket | None = None
+        self.rfile: Any = None
 
-    def __del__(self) -> None:
-        self.http.close()
+    def close(self) -> None:
+        sock, rfile, self.sock, self.rfile = self.sock, self.rfile, None, None
+        if rfile is not None:
+            rfile.close()
+        if sock is not None:
+            sock.close()
+
+    __del__ = close
+
+
+class ConnectionLostError(ConnectionError):
+    """The server closed the connection in the middle of its answer."""
 
 
 class SyncWire:
-    """Blocking HTTP/1.1, safe to share between threads: each thread has one persistent connection."""
+    """Blocking HTTP/1.1 on sockets, safe to share between threads: each thread has one persistent
+    connection; the request is written in one ``sendall`` (head and body, ``TCP_NODELAY``)."""
 
     def __init__(self, url: ServerUrl, tls: TlsOptions) -> None:
         self._url = url
@@ -92,76 +114,108 @@ class SyncWire:
         self._open: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._lock = threading.Lock()
 
-    def _new(self, timeout_s: float) -> http.client.HTTPConnection:
-        if self._context is not None:
-            return http.client.HTTPSConnection(self._url.host, self._url.port, timeout=timeout_s, context=self._context)
-        return http.client.HTTPConnection(self._url.host, self._url.port, timeout=timeout_s)
-
-    def _connection(self, timeout_s: float) -> http.client.HTTPConnection:
-        holder: _Connection | None = getattr(self._local, "connection", None)
-        if holder is None:
-            holder = self._local.connection = _Connection(self._new(timeout_s))
+    def _connection(self) -> _Connection:
+        connection: _Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = _Connection()
             with self._lock:
-                self._open.add(holder)
-        return holder.http
+                self._open.add(connection)
+        return connection
+
+    def _connect(self, connection: _Connection, timeout_s: float) -> None:
+        """Connect (refused, unresolvable, TLS failures: raised as they are)."""
+        sock = socket.create_connection((self._url.host, self._url.port), timeout=timeout_s)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._context is not None:
+                sock = self._context.wrap_socket(sock, server_hostname=self._url.host)
+        except BaseException:
+            sock.close()
+            raise
+        connection.sock, connection.rfile = sock, sock.makefile("rb")
 
     def send(self, request: Request, timeout_s: float) -> Response:
-        connection = self._connection(timeout_s)
+        connection = self._connection()
         try:
-            response = self._exchange(connection, request, timeout_s)
-            body = response.read()
+            status, headers = self._exchange(connection, request, timeout_s)
+            body = self._body(connection.rfile, headers)
         except BaseException:
             connection.close()
             raise
-        if response.will_close:
+        if not keeps_alive(headers):
             connection.close()
-        return Response(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
+        return Response(status, headers, body)
 
-    def _exchange(
-        self, connection: http.client.HTTPConnection, request: Request, timeout_s: float
-    ) -> http.client.HTTPResponse:
+    def _exchange(self, connection: _Connection, request: Request, timeout_s: float) -> tuple[int, dict[str, str]]:
         """Write the request (connecting first if needed) and read the answer's head."""
-        connection.timeout = timeout_s
         if connection.sock is not None and _dropped(connection.sock.fileno()):
             connection.close()
         if connection.sock is None:
-            connection.connect()  # refused, unresolvable, TLS: raised as they are
+            self._connect(connection, timeout_s)
         else:
             connection.sock.settimeout(timeout_s)
+        assert connection.sock is not None
         try:
-            connection.putrequest(request.method, request.path, skip_accept_encoding=True)
-            for key, value in request.headers.items():
-                connection.putheader(key, value)
-            if request.body or request.method == "POST":
-                connection.putheader("Content-Length", str(len(request.body)))
-            connection.endheaders(request.body or None)
+            connection.sock.sendall(request_head(request, self._address) + request.body)
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as e:
             raise _not_sent(self._address, e) from e
-        try:
-            return connection.getresponse()
-        except http.client.RemoteDisconnected:
-            raise
-        except http.client.BadStatusLine as e:
-            check_http1(str(e.line).encode("latin-1", "replace"), self._address)
-            raise
+        rfile = connection.rfile
+        first = rfile.readline(_HEAD_LIMIT)
+        if not first:
+            raise ConnectionResetError(f"{self._address} closed the connection without an answer")
+        check_http1(first, self._address)
+        lines = [first]
+        while lines[-1] not in (b"\r\n", b"\n"):
+            line = rfile.readline(_HEAD_LIMIT)
+            if not line:
+                raise ConnectionLostError(f"{self._address} closed the connection in the middle of its answer")
+            lines.append(line)
+        return parse_head(b"".join(lines), self._address)
+
+    def _read(self, rfile: Any, size: int) -> bytes:
+        data = rfile.read(size)
+        if len(data) < size:
+            raise ConnectionLostError(f"{self._address} closed the connection in the middle of its answer")
+        return data
+
+    def _body(self, rfile: Any, headers: dict[str, str]) -> bytes:
+        length = headers.get("content-length")
+        if length is not None:
+            return self._read(rfile, int(length))
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            return b"".join(self._chunks(rfile))
+        return bytes(rfile.read())  # until the server closes
+
+    def _chunks(self, rfile: Any) -> Iterator[bytes]:
+        """A chunked body, chunk by chunk (trailers skipped)."""
+        while True:
+            size = chunk_size(rfile.readline(_HEAD_LIMIT))
+            if size == 0:
+                while rfile.readline(_HEAD_LIMIT) not in (b"\r\n", b"\n", b""):
+                    pass
+                return
+            yield self._read(rfile, size + 2)[:-2]
 
     @contextlib.contextmanager
     def stream(self, request: Request, timeout_s: float) -> Iterator[Iterator[bytes]]:
         """The answer's body as it arrives (an error answer raises); leaving closes the connection."""
-        connection = self._new(timeout_s)
+        connection = _Connection()
         try:
-            response = self._exchange(connection, request, timeout_s)
-            if response.status != 200:
-                raise_for_error(Response(response.status, {}, response.read()))
-            yield iter(lambda: response.read1(_READ_SIZE), b"")
+            status, headers = self._exchange(connection, request, timeout_s)
+            if status != 200:
+                raise_for_error(Response(status, headers, self._body(connection.rfile, headers)))
+            if "chunked" in headers.get("transfer-encoding", "").lower():
+                yield self._chunks(connection.rfile)
+            else:
+                yield iter(lambda: connection.rfile.read1(_READ_SIZE), b"")
         finally:
             connection.close()
 
     def close(self) -> None:
         with self._lock:
-            holders = list(self._open)
-        for holder in holders:
-            holder.http.close()
+            connections = list(self._open)
+        for connection in connections:
+            connection.close()
 
 
 # -- asyncio -------------------------------------------------------------------------------------------------
@@ -288,7 +342,7 @@ class AsyncWire:
     async def _chunks(self, reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
         """A chunked body, chunk by chunk (trailers skipped)."""
         while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0].strip(), 16)
+            size = chunk_size(await reader.readuntil(b"\r\n"))
             if size == 0:
                 while (await reader.readuntil(b"\r\n")) != b"\r\n":
                     pass

@@ -37,7 +37,7 @@ class _LoopThread:
             self.loop.run_forever()
         finally:
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-            # Threads of the loop's default executor (aiohttp resolves host names there) end with it.
+            # Threads of the loop's default executor (host names are resolved there) end with it.
             self.loop.run_until_complete(self.loop.shutdown_default_executor())
             self.loop.close()
 

@@ -318,6 +318,18 @@ def parse_head(head: bytes, address: str) -> tuple[int, dict[str, str]]:
     return int(parts[1]), headers
 
 
+def chunk_size(line: bytes) -> int:
+    """The size of a chunk of a chunked body, from its size line (extensions ignored).
+
+    >>> chunk_size(b"1a;name=value\\r\\n")
+    26
+    """
+    try:
+        return int(line.split(b";", 1)[0].strip(), 16)
+    except ValueError:
+        raise ConnectionError(f"a chunked answer with a bad chunk size line {line[:40]!r}") from None
+
+
 def keeps_alive(headers: Mapping[str, str]) -> bool:
     return headers.get("connection", "").lower() != "close"
 

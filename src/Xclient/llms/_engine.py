@@ -9,7 +9,7 @@
   (:mod:`Xclient.llms._http`), a coupled one gets a :class:`~Xclient.client.ModelClient`.
 
 The asyncio twins (:class:`~Xclient.client.AsyncioDecoupledModelClient`,
-:class:`~Xclient.client.AsyncioModelClient`, an ``httpx.AsyncClient``) serve the async methods, one set
+:class:`~Xclient.client.AsyncioModelClient`, an :class:`~Xclient.llms._http.AsyncGenerateClient`) serve the async methods, one set
 per event loop.
 
 **One generation** (:func:`run` / :func:`arun`, which differ only in how they wait): the backend builds
