@@ -105,7 +105,7 @@ class LocalTritonServer:
         model_repository: one directory or several of models (Python backend, ensembles, TorchScript
             ``model.pt`` and ONNX ``model.onnx`` on CPU); their models are merged (a name in two of them
             is an error). Other models are left out, each with a line in :attr:`refused`; when every
-            model is refused, the constructor raises. None: start with no models.
+            model is refused, :meth:`start` raises. None: start with no models.
         host: the address both endpoints listen on.
         http_port, grpc_port: 0 (default) picks free ports.
         models: the names of the models to serve from the repositories (default: all of them).
@@ -148,11 +148,7 @@ class LocalTritonServer:
                 raise XclientValueError(f"model_repository: {str(repository)!r} is not a directory")
         self._repositories = repositories
         self._models = None if models is None else list(models)
-        self._plan = _repository.plan(repositories, self._models)
-        if self._plan.refused and not self._plan.models:
-            raise XclientValueError("; ".join(self._plan.refused))
-        for line in self._plan.refused:
-            LOGGER.warning("%s", line)
+        self._plan: _repository.Plan | None = None
         self.host = host
         self.http_port = http_port or _free_port(host)
         self.grpc_port = grpc_port or _free_port(host)
@@ -188,8 +184,21 @@ class LocalTritonServer:
 
     @property
     def refused(self) -> list[str]:
-        """One line for each model of the repositories that this server cannot run (and leaves out)."""
-        return list(self._plan.refused)
+        """One line for each model of the repositories that this server cannot run (and leaves out).
+
+        Raises XclientValueError when the repositories cannot be served at all (a name in two of them,
+        a wanted model in none, every model refused)."""
+        return list(self._planned().refused)
+
+    def _planned(self) -> _repository.Plan:
+        if self._plan is None:
+            plan = _repository.plan(self._repositories, self._models)
+            if plan.refused and not plan.models:
+                raise XclientValueError("; ".join(plan.refused))
+            for line in plan.refused:
+                LOGGER.warning("%s", line)
+            self._plan = plan
+        return self._plan
 
     @property
     def log_path(self) -> pathlib.Path | None:
@@ -295,7 +304,7 @@ class LocalTritonServer:
         shutil.copy(stub, server_dir / "backends" / "python" / "triton_python_backend_stub")
         models = workspace / "models"
         models.mkdir(mode=0o700)
-        _repository.write(self._plan.models, models)
+        _repository.write(self._planned().models, models)
         self._shm_prefix = f"xclient{os.getpid()}-{os.urandom(3).hex()}"
 
     def _command(self) -> list[str]:
