@@ -6,13 +6,11 @@ The models are built here: a small CNN saved as TorchScript and exported to ONNX
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import os
 import pathlib
 import signal
 import stat
-import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -27,6 +25,8 @@ from Xclient.client import ModelClient, ServerClient
 from Xclient.exceptions import AccessDeniedError
 from Xclient.server import LocalTritonServer
 from Xclient.server._repository import plan
+
+from .test_cli import popen_module
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
@@ -278,23 +278,16 @@ def test_xclient_serve_runs_the_repository_with_a_key_until_sigint(tmp_path, net
     repo = tmp_path / "model-repo"
     _save(nets["a"], repo / "mnist-cnn" / "1", "onnx", ("model_input", "logits"))
     argv = ["serve", "--model-repository", str(repo), "--api-key", CLI_KEY, "--http-port", "0", "--grpc-port", "0"]
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is signal.SIG_IGN:  # a child of a background shell job would ignore SIGINT too
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("XCLIENT_")}
-        process = subprocess.Popen(
-            [sys.executable, "-m", "Xclient", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
-        )
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    process = popen_module(*argv, encoding="utf-8")
     assert process.stdout is not None
     try:
         banner: list[str] = []
-        while not banner or "Ctrl-C" not in banner[-1]:
-            line = process.stdout.readline()
-            assert line, process.stderr.read() if process.stderr else "serve exited"
+        for line in process.stdout:  # the banner ends with the Ctrl-C hint
             banner.append(line)
+            if "Ctrl-C" in line:
+                break
+        else:
+            pytest.fail(f"serve exited: {process.stderr.read() if process.stderr else ''}")
         rows = {line.split()[0]: line.split()[-1] for line in banner if line.startswith("  ")}
         assert rows["HTTP"].startswith("http://127.0.0.1:") and rows["gRPC"].startswith("grpc://127.0.0.1:")
         assert pathlib.Path(rows["log"]).name == "tritonserver.log" and pathlib.Path(rows["log"]).exists()
@@ -307,3 +300,33 @@ def test_xclient_serve_runs_the_repository_with_a_key_until_sigint(tmp_path, net
     assert process.returncode == 0, err
     assert CLI_KEY not in "".join(banner) + out + err
     assert not pathlib.Path(rows["log"]).exists()  # the workspace is removed on stop
+
+
+def test_plan_names_the_extra_to_install_when_a_runner_package_is_missing(tmp_path, monkeypatch) -> None:
+    (tmp_path / "mnist-cnn" / "1").mkdir(parents=True)
+    (tmp_path / "mnist-cnn" / "1" / "model.pt").write_bytes(b"")
+    (tmp_path / "mnist-cnn" / "config.pbtxt").write_text(_config('platform: "pytorch_libtorch"', "x", "y"))
+    (tmp_path / "图像-onnx" / "1").mkdir(parents=True)
+    (tmp_path / "图像-onnx" / "1" / "model.onnx").write_bytes(b"")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(  # the environment without the extras: a fault this machine cannot have on demand
+        importlib.util, "find_spec", lambda name, *a: None if name in ("torch", "onnxruntime") else real(name, *a)
+    )
+    result = plan([tmp_path], None)
+    assert result.refused == (
+        "cannot serve: mnist-cnn (platform pytorch_libtorch): its runner needs torch: "
+        "pip install 'llmops-xclient[torch]'",
+        "cannot serve: 图像-onnx (model.onnx, no platform): its runner needs onnxruntime: "
+        "pip install 'llmops-xclient[onnx]'",
+    )
+
+
+def test_an_onnx_file_that_cannot_be_read_refuses_only_its_model(tmp_path, nets) -> None:
+    (tmp_path / "broken" / "1").mkdir(parents=True)
+    (tmp_path / "broken" / "1" / "model.onnx").write_bytes(b"not an onnx graph")
+    _save(nets["a"], tmp_path / "good" / "1", "onnx", ("model_input", "logits"))
+    result = plan([tmp_path], None)
+    assert [m.name for m in result.models] == ["good"]
+    (line,) = result.refused
+    assert line.startswith("cannot serve: broken (model.onnx, no platform): its config cannot be completed")
+    assert "\n" not in line

@@ -76,6 +76,7 @@ class Model:
     directory: pathlib.Path
     kind: str  # "as-is" (Python backend, ensemble), "torchscript", "onnx" (a runner-served model)
     versions: tuple[tuple[str, str, str], ...] = ()  # (version, file name, runner) of a runner-served model
+    config: str = ""  # a runner-served model's Python-backend config.pbtxt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +138,8 @@ def _refusal(name: str, what: str, why: str = "") -> str:
 
 def _classify(directory: pathlib.Path) -> Model | str:
     """The model, or its refusal."""
+    from google.protobuf import text_format
+
     name = directory.name
     config = read_config(directory)
     platform, backend = config.platform, config.backend
@@ -181,7 +184,12 @@ def _classify(directory: pathlib.Path) -> Model | str:
             "a TorchScript file records neither its inputs' dtypes nor their dims, so it needs a config.pbtxt "
             'with input [...] and output [...] (names, data_type, dims; e.g. name: "INPUT__0")',
         )
-    return Model(name, directory, kind, tuple(versions))
+    model = Model(name, directory, kind, tuple(versions))
+    try:
+        config_text = text_format.MessageToString(python_config(model), as_utf8=True)
+    except Exception as e:  # noqa: BLE001 - an unreadable graph refuses this model only
+        return _refusal(name, what, f"its config cannot be completed from {versions[-1][1]}: {e}".splitlines()[0])
+    return dataclasses.replace(model, config=config_text)
 
 
 def read_config(directory: pathlib.Path) -> Any:
@@ -201,16 +209,13 @@ def read_config(directory: pathlib.Path) -> Any:
 
 def write(models: Sequence[Model], target: pathlib.Path) -> None:
     """Lay the served models out in ``target`` (an empty directory private to this server)."""
-    from google.protobuf import text_format
-
     for model in models:
         if model.kind == "as-is":
             (target / model.name).symlink_to(model.directory.resolve(), target_is_directory=True)
             continue
         out = target / model.name
         out.mkdir(mode=0o700)
-        config = python_config(model)
-        _write_private(out / "config.pbtxt", text_format.MessageToString(config, as_utf8=True))
+        _write_private(out / "config.pbtxt", model.config)
         for entry in model.directory.iterdir():  # labels and other files next to the config
             if entry.name != "config.pbtxt" and not (entry.is_dir() and entry.name.isdigit()):
                 (out / entry.name).symlink_to(entry.resolve())
