@@ -25,7 +25,8 @@ def add_commands(commands: Commands) -> None:
     serve = commands.add(
         "serve",
         _serve,
-        help="run a local Triton server (Python backend) with the demo models or yours, until Ctrl-C",
+        help="run a local Triton server with the demo models or your model repository (Python backend, "
+        "TorchScript and ONNX on CPU), until Ctrl-C",
         examples=[
             "xclient serve                                    # the demo models on :8000 (HTTP) and :8001 (gRPC)",
             "xclient serve --models text,bge-m3-v --http-port 9000 --grpc-port 9001",

@@ -107,12 +107,14 @@ class Runner:
         results: list[list[np.ndarray] | Exception]
         batch = self._batched(arrays)
         if batch is not None:
+            sizes = [next(iter(a.values())).shape[0] for a in arrays]
             try:
-                merged = self.run(batch)
-                edges = np.cumsum([next(iter(a.values())).shape[0] for a in arrays])[:-1]
-                split = [np.split(np.asarray(out), edges) for out in merged]
+                merged = [np.asarray(out) for out in self.run(batch)]
+                if any(out.ndim == 0 or out.shape[0] != sum(sizes) for out in merged):
+                    raise ValueError("an output without the batch axis")
+                split = [np.split(out, np.cumsum(sizes)[:-1]) for out in merged]
                 results = [[parts[i] for parts in split] for i in range(len(arrays))]
-            except Exception:  # noqa: BLE001 - run them one by one: each request gets its own error
+            except Exception:  # noqa: BLE001 - run them one by one: each request gets its own answer or error
                 results = [self._run_one(a) for a in arrays]
         else:
             results = [self._run_one(a) for a in arrays]
