@@ -277,6 +277,8 @@ def test_plan_refuses_a_torchscript_file_without_config_and_names_what_it_needs(
 def test_xclient_serve_runs_the_repository_with_a_key_until_sigint(tmp_path, nets) -> None:
     repo = tmp_path / "model-repo"
     _save(nets["a"], repo / "mnist-cnn" / "1", "onnx", ("model_input", "logits"))
+    (repo / "detector-tf" / "1" / "model.savedmodel").mkdir(parents=True)  # refused, one line; mnist-cnn starts
+    (repo / "detector-tf" / "config.pbtxt").write_text('platform: "tensorflow_savedmodel"\n')
     argv = ["serve", "--model-repository", str(repo), "--api-key", CLI_KEY, "--http-port", "0", "--grpc-port", "0"]
     process = popen_module(*argv, encoding="utf-8")
     assert process.stdout is not None
@@ -299,6 +301,8 @@ def test_xclient_serve_runs_the_repository_with_a_key_until_sigint(tmp_path, net
         out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert CLI_KEY not in "".join(banner) + out + err
+    assert "error: cannot serve: detector-tf (platform tensorflow_savedmodel): " in err
+    assert "serves: mnist-cnn\n" in "".join(banner)
     assert not pathlib.Path(rows["log"]).exists()  # the workspace is removed on stop
 
 
