@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..exceptions import AccessDeniedError
 from ._app import EXIT_ERROR, Commands, Context, Handler
 from ._inputs import json_or_file
 from ._output import Console
@@ -45,22 +46,32 @@ def _add_version(parser: argparse.ArgumentParser) -> None:
 
 
 def _health(ctx: Context) -> int:
+    """Live and ready come from the health endpoints, which a server with an API key leaves open; its
+    metadata needs the key there, so without a key health still answers (metadata: null). A key that is
+    given and refused is an error."""
     with ctx.connection.server() as server:
         live, ready = server.is_live(), server.is_ready()
-        metadata = server.metadata()
+        try:
+            metadata: dict[str, Any] | None = server.metadata()
+        except AccessDeniedError:
+            if ctx.connection.api_key:
+                raise
+            metadata = None
     console = ctx.console
     if ctx.args.json:
         console.json({"url": ctx.connection.url, "live": live, "ready": ready, "metadata": metadata})
     else:
-        console.table(
-            None,
+        about = (
             [
-                ["url", ctx.connection.url],
-                ["live", _yes(console, live)],
-                ["ready", _yes(console, ready)],
                 ["server", f"{metadata.get('name', '?')} {metadata.get('version', '')}".strip()],
                 ["extensions", ", ".join(metadata.get("extensions", []))],
-            ],
+            ]
+            if metadata is not None
+            else [["server", "(its metadata needs the API key: --api-key or XCLIENT_API_KEY)"]]
+        )
+        console.table(
+            None,
+            [["url", ctx.connection.url], ["live", _yes(console, live)], ["ready", _yes(console, ready)], *about],
         )
     return 0 if live and ready else EXIT_ERROR
 

@@ -1,11 +1,11 @@
 """``xclient serve``: a real Triton server in the foreground (:class:`~Xclient.server.LocalTritonServer`,
-the ``server`` extra), with the demo models or your Python-backend models, until Ctrl-C."""
+the ``server`` extra), with the demo models or your model repository (Python backend, TorchScript and
+ONNX on CPU), until Ctrl-C."""
 
 from __future__ import annotations
 
 import contextlib
 import pathlib
-import re
 import signal
 import socket
 import threading
@@ -20,16 +20,13 @@ from ._app import ENV_URL, EXIT_ERROR, Commands, Context, add_api_key_option
 if TYPE_CHECKING:
     from ..server import LocalTritonServer
 
-_BACKEND = re.compile(r'^\s*(backend|platform)\s*:\s*"([^"]*)"', re.MULTILINE)
-#: Platforms Triton runs itself, with no backend.
-_BUILTIN_PLATFORMS = frozenset({"ensemble"})
-
 
 def add_commands(commands: Commands) -> None:
     serve = commands.add(
         "serve",
         _serve,
-        help="run a local Triton server (Python backend) with the demo models or yours, until Ctrl-C",
+        help="run a local Triton server with the demo models or your model repository (Python backend, "
+        "TorchScript and ONNX on CPU), until Ctrl-C",
         examples=[
             "xclient serve                                    # the demo models on :8000 (HTTP) and :8001 (gRPC)",
             "xclient serve --models text,bge-m3-v --http-port 9000 --grpc-port 9001",
@@ -42,7 +39,8 @@ def add_commands(commands: Commands) -> None:
         action="append",
         type=pathlib.Path,
         metavar="DIR",
-        help="Python-backend models (DIR/NAME/config.pbtxt, DIR/NAME/1/model.py); repeatable (default: demo models)",
+        help="a model repository (DIR/NAME/config.pbtxt, DIR/NAME/1/model.py|model.pt|model.onnx); repeatable "
+        "(default: demo models)",
     )
     serve.add_argument(
         "--models", action="extend", type=_names, metavar="NAME[,NAME]", help="serve only these (default: all)"
@@ -64,7 +62,6 @@ def _serve(ctx: Context) -> int:
     args, console = ctx.args, ctx.console
     repositories = args.model_repository or [DEMO_MODELS]
     backends = available_backends()
-    check_backends(repositories, args.models, backends)
     for option, port in (("--http-port", args.http_port), ("--grpc-port", args.grpc_port)):
         _check_port(args.host, port, option)
     server = LocalTritonServer(
@@ -76,6 +73,8 @@ def _serve(ctx: Context) -> int:
         api_key=args.api_key or None,
         startup_timeout_s=check_timeout("--timeout", args.timeout),
     )
+    for refusal in server.refused:  # one line each; the other models still start
+        console.error(refusal)
     console.note("starting Triton ...")
     with _sigterm_as_interrupt():
         try:
@@ -102,25 +101,6 @@ def available_backends() -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.is_dir()) if directory.is_dir() else []
 
 
-def check_backends(repositories: Sequence[pathlib.Path], models: Sequence[str] | None, backends: Sequence[str]) -> None:
-    """Refuse, before starting, models whose backend this server does not have (vLLM, TensorRT-LLM, ONNX...)."""
-    unsupported = []
-    for repository in repositories:
-        for config in sorted(pathlib.Path(repository).glob("*/config.pbtxt")):
-            name = config.parent.name
-            if models is not None and name not in models:
-                continue
-            found = _BACKEND.search(config.read_text(encoding="utf-8", errors="replace"))
-            kind, value = found.groups() if found else ("backend", "")
-            if value and value not in backends and not (kind == "platform" and value in _BUILTIN_PLATFORMS):
-                unsupported.append(f"{name} ({kind} {value})")
-    if unsupported:
-        raise XclientValueError(
-            f"this server has the {', '.join(backends) or 'no'} backend(s) only, and cannot serve: "
-            f"{', '.join(unsupported)}; serve those with a full Triton server (docker: nvcr.io/nvidia/tritonserver)"
-        )
-
-
 def _check_port(host: str, port: int, option: str) -> None:
     if port == 0:
         return
@@ -143,10 +123,12 @@ def _announce(ctx: Context, server: LocalTritonServer, backends: Sequence[str]) 
         names = sorted({m.name for m in client.models() if m.ready})
     title = f"Triton {metadata.get('version', '')} serves: {', '.join(names) or 'no model'}"
     console.print(console.style(title, "bold"))
-    console.table(None, [["  HTTP", server.http_url], ["  gRPC", server.grpc_url], ["  pid", str(server.pid)]])
+    rows = [["  HTTP", server.http_url], ["  gRPC", server.grpc_url], ["  pid", str(server.pid)]]
+    console.table(None, [*rows, ["  log", str(server.log_path)]])
     console.print(
-        f"backends: {', '.join(backends)} only (the nvidia-pytriton wheel's tritonserver); models for vLLM, "
-        "TensorRT-LLM, ONNX... need a full Triton server"
+        f"backends: {', '.join(backends)} only (the nvidia-pytriton wheel's tritonserver); TorchScript and ONNX "
+        "models run on CPU through Xclient's Python-backend runners; vLLM, TensorRT-LLM, TensorRT... need a full "
+        "Triton server"
     )
     if ctx.args.api_key:
         console.print("API key: required on every request but health checks (clients: --api-key or XCLIENT_API_KEY)")

@@ -1,7 +1,8 @@
 """LocalTritonServer: start and stop the ``tritonserver`` binary shipped in the ``nvidia-pytriton`` wheel.
 
-It serves a model repository of Python-backend models (``<repo>/<model>/config.pbtxt`` and
-``<repo>/<model>/<version>/model.py``) and Python functions bound with PyTriton's ``bind``.
+It serves a standard model repository: Python-backend models and ensembles as they are, TorchScript
+and ONNX models through Xclient's Python-backend runners (:mod:`Xclient.server._repository`), and
+Python functions bound with PyTriton's ``bind``. Models of other backends are refused, one line each.
 It sets up the environment the Python backend needs on its own (see ``_environment``), so a
 fresh machine needs no manual step.
 """
@@ -28,6 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ..exceptions import ServerStartError, XclientValueError
+from . import _repository
 
 LOGGER = logging.getLogger("Xclient.server")
 
@@ -100,8 +102,10 @@ class LocalTritonServer:
     """A real Triton server on this machine, on free ports, bound to 127.0.0.1 by default.
 
     Args:
-        model_repository: one directory or several of Python-backend models; their models are
-            merged (a name in two of them is an error). None: start with no models.
+        model_repository: one directory or several of models (Python backend, ensembles, TorchScript
+            ``model.pt`` and ONNX ``model.onnx`` on CPU); their models are merged (a name in two of them
+            is an error). Other models are left out, each with a line in :attr:`refused`; when every
+            model is refused, :meth:`start` raises. None: start with no models.
         host: the address both endpoints listen on.
         http_port, grpc_port: 0 (default) picks free ports.
         models: the names of the models to serve from the repositories (default: all of them).
@@ -110,6 +114,10 @@ class LocalTritonServer:
         api_key: when set, Triton itself refuses every request but health checks that lacks
             ``Authorization: Bearer <api_key>`` (its restricted-API settings, on both protocols;
             Xclient's clients send it with ``api_key=``). Python functions cannot be bound then.
+            Triton 2.51 takes the key on its command line only (no file or environment form), so
+            other users of this machine can read it in ``/proc/<pid>/cmdline`` (``ps``) unless
+            ``/proc`` is mounted with ``hidepid=2``; the workspace (generated repository, log) is
+            private to its owner (mode 0700, files 0600).
         extra_args: more ``tritonserver`` command-line arguments.
 
     Use it as a context manager, or call :meth:`start` and :meth:`stop`. The log is kept in
@@ -140,6 +148,7 @@ class LocalTritonServer:
                 raise XclientValueError(f"model_repository: {str(repository)!r} is not a directory")
         self._repositories = repositories
         self._models = None if models is None else list(models)
+        self._plan: _repository.Plan | None = None
         self.host = host
         self.http_port = http_port or _free_port(host)
         self.grpc_port = grpc_port or _free_port(host)
@@ -172,6 +181,24 @@ class LocalTritonServer:
     def url(self, protocol: str) -> str:
         """``http_url`` or ``grpc_url`` by protocol name."""
         return {"http": self.http_url, "grpc": self.grpc_url}[protocol]
+
+    @property
+    def refused(self) -> list[str]:
+        """One line for each model of the repositories that this server cannot run (and leaves out).
+
+        Raises XclientValueError when the repositories cannot be served at all (a name in two of them,
+        a wanted model in none, every model refused)."""
+        return list(self._planned().refused)
+
+    def _planned(self) -> _repository.Plan:
+        if self._plan is None:
+            plan = _repository.plan(self._repositories, self._models)
+            if plan.refused and not plan.models:
+                raise XclientValueError("; ".join(plan.refused))
+            for line in plan.refused:
+                LOGGER.warning("%s", line)
+            self._plan = plan
+        return self._plan
 
     @property
     def log_path(self) -> pathlib.Path | None:
@@ -276,23 +303,8 @@ class LocalTritonServer:
             raise ServerStartError(f"nvidia-pytriton ships no Python-backend stub for Python {version}")
         shutil.copy(stub, server_dir / "backends" / "python" / "triton_python_backend_stub")
         models = workspace / "models"
-        models.mkdir()
-        seen: dict[str, pathlib.Path] = {}
-        wanted = None if self._models is None else set(self._models)
-        for repository in self._repositories:
-            for model_dir in sorted(p for p in repository.iterdir() if (p / "config.pbtxt").exists()):
-                if wanted is not None and model_dir.name not in wanted:
-                    continue
-                if model_dir.name in seen:
-                    raise XclientValueError(
-                        f"model_repository: model {model_dir.name!r} is in both {str(seen[model_dir.name])!r} "
-                        f"and {str(repository)!r}"
-                    )
-                seen[model_dir.name] = repository
-                (models / model_dir.name).symlink_to(model_dir.resolve(), target_is_directory=True)
-        missing = sorted((wanted or set()) - set(seen))
-        if missing:
-            raise XclientValueError(f"models: {missing} are in none of the model repositories")
+        models.mkdir(mode=0o700)
+        _repository.write(self._planned().models, models)
         self._shm_prefix = f"xclient{os.getpid()}-{os.urandom(3).hex()}"
 
     def _command(self) -> list[str]:
@@ -331,7 +343,8 @@ class LocalTritonServer:
         assert self._workspace is not None
         libs = _pytriton_root().parent / "nvidia_pytriton.libs"
         if self._log_file is None:
-            self._log_file = open(self._workspace / "tritonserver.log", "ab")  # noqa: SIM115 - kept open while running
+            fd = os.open(self._workspace / "tritonserver.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._log_file = os.fdopen(fd, "ab")  # kept open while running
         on_main_thread = threading.current_thread() is threading.main_thread()
         self._process = subprocess.Popen(
             _dying_with_parent(self._command()) if on_main_thread else self._command(),  # the signal follows the thread
