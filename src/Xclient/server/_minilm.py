@@ -184,12 +184,12 @@ def lexical_weights(encoded: Encoded) -> list[dict[str, float]]:
     return result
 
 
-def char_overlap(query: str, passages: list[str]) -> np.ndarray:
-    """Per passage, the share of the query's distinct CJK characters it contains (0 to 1; all 0 when
-    the query has none): the demo reranker's stand-in for what MiniLM cannot read in Chinese."""
+def char_overlap(query: str, passages: list[str]) -> np.ndarray | None:
+    """Per passage, the share of the query's distinct CJK characters it contains (0 to 1), or None when
+    the query has none: the demo reranker's stand-in for what MiniLM cannot read in Chinese."""
     wanted = {c for c in query if is_cjk(c)}
     if not wanted:
-        return np.zeros(len(passages), np.float32)
+        return None
     return np.array([len(wanted & set(p)) / len(wanted) for p in passages], np.float32)
 
 
@@ -197,13 +197,13 @@ def rerank_logits(query: np.ndarray, passages: np.ndarray, overlap: np.ndarray |
     """The demo ``bge-reranker-v2-m3``'s scores: raw logits ``10 * (similarity - 0.3)``.
 
     ``query`` [384] and ``passages`` [N, 384] are normalized sentence vectors; the similarity is their
-    cosine, or, when the query has Chinese characters (``overlap``, from :func:`char_overlap`, is not
-    all 0), the mean of the cosine and the character overlap. A bi-encoder similarity plus a
-    character match, not a cross-encoder: on a logit scale where sigmoid(score) > 0.5 means a
-    similarity above 0.3.
+    cosine, or, when the query has Chinese characters (``overlap`` from :func:`char_overlap` is not
+    None), the mean of the cosine and the character overlap: a passage's score depends on the query and
+    that passage only, whatever else is in the request. A bi-encoder similarity plus a character match,
+    not a cross-encoder: on a logit scale where sigmoid(score) > 0.5 means a similarity above 0.3.
     """
     similarity = passages @ query
-    if overlap is not None and overlap.any():
+    if overlap is not None:
         similarity = 0.5 * similarity + 0.5 * overlap
     return (10.0 * (similarity - 0.3)).astype(np.float32)
 
