@@ -16,7 +16,8 @@ import pytest
 
 from Xclient.server import LocalTritonServer
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="a pty is POSIX")
+#: The first test of a session also waits for the session's server (90 s on a busy 2-core machine).
+pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="a pty is POSIX"), pytest.mark.timeout(300)]
 
 #: Runs the command with the pty as its controlling terminal, so that ^C reaches it as SIGINT.
 _ON_A_TERMINAL = (

@@ -8,7 +8,7 @@ extra's packages (jinja2, httpx).
 Tokens are written as they come. Leaving a stream early (Ctrl-C) closes it, which cancels the request
 on the server (gRPC: the stream's call; HTTP: the ``generate_stream`` connection). In ``xclient chat``
 on a terminal, Ctrl-C during an answer stops that answer and returns to the prompt (the history keeps
-the turn and the part of the answer already shown); Ctrl-C or Ctrl-D at an empty prompt leaves.
+the turn and the part of the answer already shown); Ctrl-C or Ctrl-D at the prompt leaves.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ CHAT_COMMANDS = {
     "/help": "show these commands",
     "/clear": "forget the conversation (the system message stays)",
     "/system TEXT": "set the system message (an empty TEXT removes it)",
-    "/exit": "leave (also /quit, /bye, Ctrl-D, or Ctrl-C at an empty prompt)",
+    "/exit": "leave (also /quit, /bye, or Ctrl-D or Ctrl-C at the prompt)",
 }
 EXIT_COMMANDS = ("/exit", "/quit", "/bye")
 
@@ -100,24 +100,23 @@ def _add_llm_options(parser: argparse.ArgumentParser) -> None:
 # -- the model and its settings: one place ----------------------------------------------------------
 
 
-def resolve_model(ctx: Context, positional: str | None) -> str:
-    """The model of an LLM command: positional, else ``--model``, else ``XCLIENT_MODEL``, else the demo LLM."""
-    if positional is not None and ctx.args.model is not None and positional != ctx.args.model:
-        raise XclientValueError(f"two models given: {positional!r} and --model {ctx.args.model!r}; give one")
-    return positional or ctx.args.model or env(ENV_MODEL, DEMO_LLM) or DEMO_LLM
-
-
-def llm_settings(ctx: Context) -> Settings:
-    """How the LLM commands reach the server (``--url``, ``--api-key``, ``--timeout``, ``--model-version``)."""
+def llm_target(ctx: Context, positional_model: str | None) -> tuple[str, Settings]:
+    """Where an LLM command goes, decided in this one place: the model (positional, else ``--model``,
+    else ``XCLIENT_MODEL``, else the demo LLM) and how to reach the server (``--url``, ``--api-key``,
+    ``--timeout``, ``--model-version``)."""
     from ..llms._engine import Settings
 
-    connection = ctx.connection
-    timeouts = {} if connection.timeout_s is None else {"init_timeout_s": connection.timeout_s}
+    args, connection = ctx.args, ctx.connection
+    if positional_model is not None and args.model is not None and positional_model != args.model:
+        raise XclientValueError(f"two models given: {positional_model!r} and --model {args.model!r}; give one")
+    model = positional_model or args.model or env(ENV_MODEL, DEMO_LLM) or DEMO_LLM
+    timeouts: dict[str, float] = {}
     if connection.timeout_s is not None:
-        timeouts["timeout_s"] = connection.timeout_s
-    return Settings(
-        server_url=connection.url, model_version=ctx.args.model_version, api_key=connection.api_key, **timeouts
+        timeouts = {"init_timeout_s": connection.timeout_s, "timeout_s": connection.timeout_s}
+    settings = Settings(
+        server_url=connection.url, model_version=args.model_version, api_key=connection.api_key, **timeouts
     )
+    return model, settings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,12 +129,13 @@ class Generator:
     engine: Engine
 
     @classmethod
-    def of(cls, ctx: Context, model: str) -> Generator:
+    def of(cls, ctx: Context, positional_model: str | None) -> Generator:
         from ..llms._backends import Sampling, sampling_settings
         from ..llms._engine import Engine
         from ..llms._templates import resolve_template
 
         args = ctx.args
+        model, settings = llm_target(ctx, positional_model)
         _check_range("--max-tokens", args.max_tokens, low=1)
         _check_range("--temperature", args.temperature, low=0)
         _check_range("--top-p", args.top_p, low=0, high=1, open_low=True)
@@ -146,7 +146,7 @@ class Generator:
             settings=sampling_settings({"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k}),
             stop=tuple(dict.fromkeys(s for s in stops if s)),
         )
-        return cls(model, template, sampling, Engine(llm_settings(ctx)))
+        return cls(model, template, sampling, Engine(settings))
 
     def pieces(self, messages: Messages, *, stream: bool) -> Iterator[Any]:
         """The answer's text pieces as they come, then its ``Ending`` (closing this iterator early cancels
@@ -219,9 +219,7 @@ def _generate(ctx: Context) -> int:
         raise XclientValueError(
             f"expected [MODEL] PROMPT, got {len(words)} arguments: quote the prompt ('{' '.join(words[1:])}')"
         )
-    positional_model = words[0] if len(words) == 2 else None
     prompt = words[-1] if words else "-"
-    model = resolve_model(ctx, positional_model)
     if prompt == "-":
         if is_tty(ctx.stdin):
             raise XclientValueError("no prompt: give it as an argument or on stdin")
@@ -230,14 +228,14 @@ def _generate(ctx: Context) -> int:
             raise XclientValueError("no prompt: stdin was empty (give the prompt as an argument or on stdin)")
     messages: Messages = [("system", args.system)] if args.system else []
     messages.append(("user", prompt))
-    llm = Generator.of(ctx, model)
+    llm = Generator.of(ctx, words[0] if len(words) == 2 else None)
     try:
         reply = answer(llm, messages, ctx, stream=args.stream, show=not args.json)
     finally:
         llm.close()
     if args.json:
         ctx.console.json(
-            {"model": model, "text": reply.text, "finish_reason": reply.finish_reason, "usage": reply.usage}
+            {"model": llm.model, "text": reply.text, "finish_reason": reply.finish_reason, "usage": reply.usage}
         )
     return 0
 
@@ -283,15 +281,14 @@ class Conversation:
 def _chat(ctx: Context) -> int:
     args = ctx.args
     interactive = is_tty(ctx.stdin)
-    model = resolve_model(ctx, args.model_arg)
+    llm = Generator.of(ctx, args.model_arg)
     if interactive:
         with contextlib.suppress(ImportError):
             import readline  # noqa: F401 - line editing for input()
         ctx.console.print(
-            ctx.console.style(f"{model} at {ctx.connection.url}; /help for commands, /exit leaves", "dim")
+            ctx.console.style(f"{llm.model} at {ctx.connection.url}; /help for commands, /exit leaves", "dim")
         )
     conversation = Conversation(args.system)
-    llm = Generator.of(ctx, model)
     try:
         while (line := _read_turn(ctx, interactive)) is not None:
             text = line.strip()
@@ -317,28 +314,12 @@ def _chat(ctx: Context) -> int:
 
 
 def _read_turn(ctx: Context, interactive: bool) -> str | None:
-    """The user's next message (None: leave, at the end of input or on Ctrl-C at an empty prompt)."""
+    """The user's next message (None: leave, at the end of input, or on Ctrl-D or Ctrl-C at the prompt)."""
     if not interactive:
         line = ctx.stdin.readline()
         return line if line else None
-    while True:
-        try:
-            return input(">>> ")
-        except EOFError:
-            ctx.console.print()
-            return None
-        except KeyboardInterrupt:
-            ctx.console.print()
-            if not _typed_text():
-                return None
-            # Ctrl-C on a line being typed drops that line, as a shell does
-
-
-def _typed_text() -> str:
-    """What was typed on the prompt line when Ctrl-C came (readline's buffer; "" without readline)."""
     try:
-        import readline
-
-        return str(readline.get_line_buffer())
-    except (ImportError, AttributeError):
-        return ""
+        return input(">>> ")
+    except (EOFError, KeyboardInterrupt):
+        ctx.console.print()
+        return None
