@@ -23,7 +23,7 @@ from . import _clients as c
 from . import _harness as h
 
 RESULTS = pathlib.Path(__file__).parent / "results"
-GROUPS = ("latency", "throughput", "streaming", "embeddings", "cold-start", "client-cost", "gateway")
+GROUPS = ("latency", "throughput", "streaming", "embeddings", "cold-start", "client-cost", "gateway", "cli-start")
 
 
 #: How much each group measures: name -> (full run, quick run). Embeddings: the issue's 10,000 texts
@@ -46,6 +46,7 @@ AMOUNTS = {
     "failure_rounds": (3, 1),
     "cost_rounds": (2, 1),
     "cost_requests": (1000, 200),
+    "cli_rounds": (10, 2),
 }
 
 
@@ -110,7 +111,7 @@ def group_runners(
     args: argparse.Namespace, urls: dict[str, str], chat: bool, minilm: bool
 ) -> list[tuple[str, Callable[[], h.Table | list[h.Table]]]]:
     """The selected groups, each as a call that returns its table (or tables: embeddings has two)."""
-    from . import client_cost, cold_start, embeddings, gateway, latency, streaming, throughput
+    from . import cli_start, client_cost, cold_start, embeddings, gateway, latency, streaming, throughput
 
     s = settings(args.quick)
     runners: dict[str, Callable[[], h.Table | list[h.Table]]] = {
@@ -128,6 +129,7 @@ def group_runners(
         "cold-start": lambda: cold_start.run(urls, rounds=s.cold_rounds, failure_rounds=s.failure_rounds),
         "client-cost": lambda: client_cost.run(urls, rounds=s.cost_rounds, requests=s.cost_requests),
         "gateway": lambda: gateway.run(urls["grpc"], quick=args.quick),
+        "cli-start": lambda: cli_start.run(urls, rounds=s.cli_rounds),
     }
     return [(name, runners[name]) for name in args.groups]
 
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     chat = "streaming" in args.groups and not args.soak and chat_available()
     models = [c.ECHO_MODEL, c.STREAM_MODEL] + ([c.LARGE_MODEL] if "latency" in args.groups else [])
     models += ([c.EMBED_MODEL] if embed else []) + ([c.MINILM_EMBED_MODEL] if minilm else [])
-    models += [c.LLM_MODEL] if chat or "gateway" in args.groups else []
+    models += [c.LLM_MODEL] if chat or "gateway" in args.groups or "cli-start" in args.groups else []
     if not embed and "embeddings" in args.groups and not args.soak and not args.profile:
         log("embeddings: LangChain (langchain-core) is missing; group skipped")
         args.groups.remove("embeddings")

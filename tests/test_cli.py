@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -22,7 +23,7 @@ import pytest
 
 from Xclient.cli import COMMAND_MODULES, main
 from Xclient.cli._app import build_parser
-from Xclient.cli._output import Console
+from Xclient.cli._output import Console, width
 from Xclient.server import LocalTritonServer
 
 API_KEY = "sk-cli-test-4f9a8b7c"
@@ -212,23 +213,68 @@ def test_models_list_config_and_stats(xclient: Xclient, http_url: str, grpc_url:
     assert table.code == 0 and table.out.splitlines()[1].startswith("text ")
 
 
-def test_models_unload_then_load_brings_it_back(xclient: Xclient, http_url: str, tmp_path) -> None:
+def test_models_unload_waits_until_gone_then_load_brings_it_back(xclient: Xclient, http_url: str, tmp_path) -> None:
     config_file = tmp_path / "config.json"
     config_file.write_text(xclient("models", "config", CHEAP_MODEL, "--url", http_url, "--json").out, "utf-8")
     try:
         assert xclient("models", "unload", CHEAP_MODEL, "--url", http_url).out == f"unloaded {CHEAP_MODEL}\n"
         states = {m["name"]: m["state"] for m in xclient("models", "list", "--url", http_url, "--json").json()}
-        assert states[CHEAP_MODEL] in ("UNAVAILABLE", "UNLOADING")
+        assert states[CHEAP_MODEL] == "UNAVAILABLE"  # gone, not still UNLOADING
         assert xclient("infer", CHEAP_MODEL, "a=[1.0]", "--url", http_url).code == 1
     finally:
         loaded = xclient("models", "load", CHEAP_MODEL, "--config", config_file, "--url", http_url)
-    assert loaded.code == 0 and loaded.out == f"loaded {CHEAP_MODEL}\n"
-    states = {m["name"]: m["state"] for m in xclient("models", "list", "--url", http_url, "--json").json()}
-    assert states[CHEAP_MODEL] == "READY"
-    assert xclient("infer", CHEAP_MODEL, "a=[1.0, 2.0]", "--url", http_url, "--json").json()["sum"] == [1.0, 2.0]
+    assert loaded.code == 0 and loaded.out == f"loaded {CHEAP_MODEL} with the given config\n"
+    assert xclient("infer", CHEAP_MODEL, "a=[1.0]", "--url", http_url).code == 0
 
 
-# -- infer ------------------------------------------------------------------------------------------------
+def test_unloading_a_model_the_server_does_not_have_is_an_error(xclient: Xclient, url: str) -> None:
+    result = xclient("models", "unload", "没有这个模型", "--url", url)
+    assert result.code == 1 and result.out == ""
+    assert result.err == "error: cannot unload '没有这个模型': the server's repository has no such model\n"
+    assert xclient("terminate", "no_such_model", "--url", url).code == 1
+
+
+def test_load_without_config_keeps_the_earlier_override(xclient: Xclient, http_url: str, tmp_path) -> None:
+    """What `xclient models load --help` and the README say: an override stays until the next --config."""
+    original = xclient("models", "config", CHEAP_MODEL, "--url", http_url, "--json").json()
+    override = tmp_path / "override.json"
+    override.write_text(json.dumps({**original, "max_batch_size": 4}), "utf-8")
+    restore = tmp_path / "original.json"
+    restore.write_text(json.dumps(original), "utf-8")
+    try:
+        assert xclient("models", "load", CHEAP_MODEL, "--config", override, "--url", http_url).code == 0
+        again = xclient("models", "load", CHEAP_MODEL, "--url", http_url)
+        assert again.code == 0 and "an earlier --config stays" in again.out
+        config = xclient("models", "config", CHEAP_MODEL, "--url", http_url, "--json").json()
+        assert config["max_batch_size"] == 4
+    finally:
+        assert xclient("models", "load", CHEAP_MODEL, "--config", restore, "--url", http_url).code == 0
+    assert xclient("models", "config", CHEAP_MODEL, "--url", http_url, "--json").json()["max_batch_size"] == 8
+
+
+def test_xinference_and_ollama_aliases_of_models_commands(xclient: Xclient, http_url: str) -> None:
+    listed = xclient("models", "list", "--url", http_url, "--json").json()
+    for alias in ("list", "ps"):
+        assert xclient(alias, "--url", http_url, "--json").json() == listed
+    try:
+        assert xclient("terminate", CHEAP_MODEL, "--url", http_url).out == f"unloaded {CHEAP_MODEL}\n"
+        assert xclient("launch", CHEAP_MODEL, "--url", http_url).code == 0
+        assert xclient("unload", CHEAP_MODEL, "--url", http_url).code == 0
+    finally:
+        assert xclient("load", CHEAP_MODEL, "--url", http_url).code == 0
+    assert xclient("infer", CHEAP_MODEL, "a=[1.0]", "--url", http_url).code == 0
+    assert "The same as `xclient models list`" in xclient("ps", "--help").out
+
+
+def test_tables_align_on_a_colour_terminal() -> None:
+    out = io.StringIO()
+    console = Console(out, io.StringIO())
+    console.color = True
+    console.table(["model", "state", "reason"], [["文本", console.style("READY", "green"), "x"], ["ab", "-", "y"]])
+    assert "\x1b[32mREADY\x1b[0m" in out.getvalue()
+    header, first, second = (re.sub(r"\x1b\[[0-9;]*m", "", line) for line in out.getvalue().splitlines())
+    # the last column starts at the same display column on every line (文本 takes 4, the colour codes 0)
+    assert width(header[: header.index("reason")]) == width(first[: first.index("x")]) == second.index("y") == 14
 
 
 def test_infer_chinese_text_printed_and_as_json(xclient: Xclient, url: str) -> None:
@@ -255,6 +301,55 @@ def test_infer_streams_a_decoupled_model_over_grpc(xclient: Xclient, http_url: s
     assert [r["text_output"] for r in records] == [["你"], ["好"], ["！"]]
     result = xclient(*argv, "--url", http_url)
     assert result.code == 2 and "over gRPC only" in result.err
+
+
+def test_infer_labels_every_response_of_a_stream_the_first_too(xclient: Xclient, http_url: str, grpc_url: str) -> None:
+    argv = ["infer", "Qwen2-0.5B-Instruct", "text_input=你好", 'sampling_parameters={"max_tokens": 3}', "stream=true"]
+    out = xclient(*argv, "--url", grpc_url).out
+    labels = [line for line in out.splitlines() if line.startswith("-- response")]
+    assert labels == ["-- response 1", "-- response 2", "-- response 3"] and out.startswith("-- response 1\n")
+    assert "-- response" not in xclient("infer", "text", "INPUT_TEXT=你好", "--url", http_url).out  # one answer
+
+
+def test_usage_errors_print_the_subcommands_usage(xclient: Xclient) -> None:
+    for argv, usage in (
+        (["embed", "a", "--bogus"], "usage: xclient embed"),
+        (["models", "unload", "x", "--bogus"], "usage: xclient models unload"),
+        (["generate", "hi", "--top-p", "abc"], "usage: xclient generate"),
+        (["models", "lst"], "usage: xclient models"),
+    ):
+        result = xclient(*argv)
+        assert result.code == 2 and result.err.startswith(usage + " "), argv
+
+
+def test_error_hints_name_cli_flags() -> None:
+    """A refused key: the library's hint says ``api_key=...``, the CLI's says ``--api-key`` (a second keyed
+    server is not started for this: the library's real translation of a 401 is used)."""
+    from tritonclient.utils import InferenceServerException
+
+    from Xclient.cli._app import describe_error
+    from Xclient.client._transport import CallContext, translate_error
+    from Xclient.client._urls import parse_url
+
+    refused = InferenceServerException("This API is restricted", status="401")
+    error = translate_error(refused, CallContext(parse_url("http://box:8000"), "text"), "inference", 60.0)
+    assert "api_key=..." in str(error)
+    code, message = describe_error(error)
+    assert code == 1 and "--api-key KEY" in message and "api_key=" not in message
+
+
+def test_version_shows_xclient_tritonclient_and_the_servers(xclient: Xclient, url: str, dead_url: str) -> None:
+    from importlib import metadata
+
+    import Xclient as package
+
+    alone = xclient("--version")
+    assert alone.code == 0
+    assert alone.out == f"xclient {package.__version__}\ntritonclient {metadata.version('tritonclient')}\n"
+    with_server = xclient("--version", "--url", url)
+    assert with_server.out.startswith(alone.out) and with_server.out.splitlines()[2].startswith("server triton 2.")
+    unreachable = xclient("--version", "--url", dead_url)
+    assert unreachable.code == 0 and unreachable.out.splitlines()[2].startswith("server not reached at")
 
 
 # -- embed and rerank -------------------------------------------------------------------------------------
@@ -305,6 +400,20 @@ def test_rerank_ranks_best_first(xclient: Xclient, url: str) -> None:
     assert "今天天气很好" in xclient("rerank", "-q", "天气", "--url", url, stdin=passages).out
 
 
+def test_rerank_puts_the_chinese_answer_first(xclient: Xclient, url: str) -> None:
+    passages = "今天天气很好。\n向量检索把文本表示成向量，再按相似度找出最相关的文档。\n我喜欢吃苹果。\n"
+    ranked = xclient("rerank", "-q", "什么是向量检索", "--url", url, "--json", stdin=passages).json()
+    assert [r["text"] for r in ranked][0] == "向量检索把文本表示成向量，再按相似度找出最相关的文档。"
+    assert ranked[0]["score"] > ranked[1]["score"]
+
+
+def test_sparse_vector_of_chinese_the_vocabulary_does_not_know_is_not_empty(xclient: Xclient, url: str) -> None:
+    records = xclient("embed", "--sparse", "你好", "你们好", "--url", url).records()
+    hello, you_all = records[0]["sparse"], records[1]["sparse"]
+    assert len(hello) == 2 and set(hello) <= set(you_all)  # 你 and 好: one character-level entry each
+    assert all(weight > 0 for weight in hello.values())
+
+
 # -- generate and chat ------------------------------------------------------------------------------------
 
 
@@ -321,6 +430,24 @@ def test_generate_json_with_stop_words_and_prompt_from_stdin(xclient: Xclient, g
     reply = xclient(*argv, "--top-p", "0.9", "--url", grpc_url, stdin="Tell me about Triton\n").json()
     assert reply["finish_reason"] == "stop" and reply["text"].endswith("running on ") and "Triton" not in reply["text"]
     assert reply["model"] == "Qwen2-0.5B-Instruct" and reply["usage"]["output_tokens"] > 0
+
+
+def test_generate_and_chat_take_the_model_positionally(xclient: Xclient, grpc_url: str) -> None:
+    reply = xclient("generate", "vllm_legacy", "你好", "--max-tokens", 6, "--json", "--url", grpc_url).json()
+    assert reply["model"] == "vllm_legacy" and reply["text"] == "你好！我是vllm_legacy"
+    piped = xclient("generate", "vllm_legacy", "-", "--max-tokens", 6, "--json", "--url", grpc_url, stdin="你好\n")
+    assert piped.json() == reply
+    chat = xclient("chat", "vllm_legacy", "--max-tokens", 6, "--url", grpc_url, stdin="你好\n")
+    assert chat.out == "你好！我是vllm_legacy\n"
+    clash = xclient("generate", "vllm_legacy", "你好", "--model", "text_llm", "--url", grpc_url)
+    assert clash.code == 2 and "two models given" in clash.err
+    assert xclient("generate", "a", "b", "c", "--url", grpc_url).code == 2
+
+
+def test_generate_with_an_empty_stdin_says_there_is_no_prompt(xclient: Xclient, grpc_url: str) -> None:
+    for stdin in ("", "  \n\n"):
+        result = xclient("generate", "--url", grpc_url, stdin=stdin)
+        assert result.code == 2 and result.err.startswith("error: no prompt: stdin was empty")
 
 
 def test_generate_model_from_xclient_model(xclient: Xclient, grpc_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,6 +15,7 @@ import functools
 import io
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -186,7 +187,7 @@ class Commands:
         parser = self._subparsers.add_parser(
             name, help=help, description=help[0].upper() + help[1:] + ".", epilog=_epilog(examples)
         )
-        parser.set_defaults(handler=handler)
+        parser.set_defaults(handler=handler, command_parser=parser)
         if json is not None:
             parser.add_argument("--json", action="store_true", help=f"print {json} (for scripts)")
         if connection:
@@ -227,7 +228,12 @@ def build_parser(modules: Sequence[CommandModule]) -> argparse.ArgumentParser:
         )
         + f"\n\nenvironment: {ENV_URL}, {ENV_API_KEY}, {ENV_MODEL} (generate and chat), NO_COLOR",
     )
-    parser.add_argument("--version", action="version", version=f"xclient {__version__}")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"xclient {__version__}",
+        help="show Xclient's, tritonclient's and (with --url or XCLIENT_URL) the server's version, and exit",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands = Commands(subparsers)
     for module in modules:
@@ -254,6 +260,10 @@ def run(argv: Sequence[str] | None, modules: Sequence[CommandModule]) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     use_utf8(sys.stdin, sys.stdout, sys.stderr)
     console = Console(sys.stdout, sys.stderr, secrets_in(argv))
+    if (server := _version_request(argv)) is not False:
+        for name, value in versions(server):
+            console.print(f"{name} {value}")
+        return EXIT_OK
     parsed = _parse(build_parser(modules), argv, console)
     if isinstance(parsed, int):
         return parsed
@@ -270,7 +280,8 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str], console: Console) -
             args, extras = parser.parse_known_args(argv)
             rest: str | None = getattr(args, "rest_dest", None)
             if extras and (rest is None or any(e.startswith("-") and e != "-" for e in extras)):
-                parser.error(f"unrecognized arguments: {' '.join(extras)}")
+                command_parser: argparse.ArgumentParser = getattr(args, "command_parser", parser)
+                command_parser.error(f"unrecognized arguments: {' '.join(extras)}")  # the subcommand's usage
             if extras and rest is not None:
                 getattr(args, rest).extend(extras)
             return args
@@ -306,16 +317,97 @@ def _call(handler: Handler, ctx: Context, *, debug: bool) -> int:
 def describe_error(error: BaseException) -> tuple[int, str]:
     """The exit code and message of a failure: usage errors 2, everything else 1."""
     if isinstance(error, XclientValueError):
-        return EXIT_USAGE, str(error)
+        return EXIT_USAGE, cli_hints(str(error))
     if isinstance(error, XclientError):
-        return EXIT_ERROR, str(error)
+        return EXIT_ERROR, cli_hints(str(error))
     pydantic = sys.modules.get("pydantic")
     if pydantic is not None and isinstance(error, pydantic.ValidationError):  # a LangChain class's field
         problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
         return EXIT_USAGE, "; ".join(problems)
-    if isinstance(error, ImportError):  # a missing extra: the library's message says which
+    if isinstance(error, ImportError):  # a missing extra: say which
+        missing = (error.name or "").partition(".")[0]
+        if missing in LANGCHAIN_EXTRA_MODULES:
+            return (
+                EXIT_ERROR,
+                f"this command needs the 'langchain' extra ({missing} is missing): {LANGCHAIN_EXTRA_HINT}",
+            )
         return EXIT_ERROR, str(error)
     return EXIT_ERROR, f"{type(error).__name__}: {error}"
+
+
+#: The modules of the ``langchain`` extra: a command that misses one names the extra.
+LANGCHAIN_EXTRA_MODULES = frozenset({"langchain_core", "httpx", "jinja2"})
+LANGCHAIN_EXTRA_HINT = "pip install 'llmops-xclient[langchain]'"
+
+#: The library's hints name its options; the CLI's name its flags.
+_FLAG_HINTS = {
+    "api_key=...": "--api-key KEY",
+    "base_url=...": "--url URL",
+    "server_url=...": "--url URL",
+    "url=...": "--url URL",
+    "timeout=...": "--timeout SECONDS",
+    "timeout_s=...": "--timeout SECONDS",
+    "init_timeout_s=...": "--timeout SECONDS",
+    "inference_timeout_s=...": "--timeout SECONDS",
+    "model_version=...": "--model-version VERSION",
+}
+_FLAG_HINT_PATTERN = re.compile(r"\b(" + "|".join(re.escape(option) for option in _FLAG_HINTS) + ")")
+
+
+def cli_hints(message: str) -> str:
+    """``message`` with the library's option hints (``api_key=...``) as the CLI's flags (``--api-key KEY``)."""
+    return _FLAG_HINT_PATTERN.sub(lambda match: _FLAG_HINTS[match.group(1)], message)
+
+
+# -- xclient --version --------------------------------------------------------------------------------
+
+#: How long ``xclient --version`` waits for the server: it is a courtesy, not a health check.
+VERSION_SERVER_TIMEOUT_S = 2.0
+
+
+def _version_request(argv: Sequence[str]) -> Connection | None | bool:
+    """For ``xclient --version [--url URL] [--api-key KEY]``: the server to ask (None: none given), or
+    False when the command line is something else."""
+    if "--version" not in argv:
+        return False
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--version", action="store_true")
+    parser.add_argument("--url", default=env(ENV_URL))
+    parser.add_argument("--api-key", default=env(ENV_API_KEY))
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            args, extras = parser.parse_known_args(argv)
+    except SystemExit:
+        return False
+    if extras or not args.version:
+        return False
+    if not args.url:
+        return None
+    try:
+        return Connection(args.url, args.api_key or None, VERSION_SERVER_TIMEOUT_S)
+    except XclientError:
+        return None
+
+
+def versions(connection: Connection | None | bool) -> list[tuple[str, str]]:
+    """(name, version) of Xclient, tritonclient and, best effort, the server at ``connection``."""
+    from importlib import metadata
+
+    from .. import __version__
+
+    try:
+        tritonclient = metadata.version("tritonclient")
+    except metadata.PackageNotFoundError:
+        tritonclient = "not installed"
+    found = [("xclient", __version__), ("tritonclient", tritonclient)]
+    if isinstance(connection, Connection):
+        try:
+            with connection.server() as server:
+                info = server.metadata()
+            found.append(("server", f"{info.get('name', '?')} {info.get('version', '?')} at {connection.url}"))
+        except XclientError as e:
+            found.append(("server", f"not reached at {connection.url} ({first_line(str(e))[0]})"))
+    return found
 
 
 class _RedactingFormatter(logging.Formatter):

@@ -42,13 +42,14 @@ def add_commands(commands: Commands) -> None:
 
 def _infer(ctx: Context) -> int:
     values = parse_assignments(ctx.args.inputs)
-    for index, outputs in enumerate(_responses(ctx, values)):
-        _show(ctx, outputs, index)
+    for index, (outputs, streamed) in enumerate(_responses(ctx, values)):
+        _show(ctx, outputs, index, streamed=streamed)
     return 0
 
 
-def _responses(ctx: Context, values: dict[str, Any]) -> Iterator[Outputs]:
-    """The model's responses: one for a coupled model, as many as it sends for a decoupled one."""
+def _responses(ctx: Context, values: dict[str, Any]) -> Iterator[tuple[Outputs, bool]]:
+    """The model's responses, each with whether it came in a stream: one for a coupled model, as many as
+    it sends for a decoupled one."""
     from ..client import DecoupledModelClient, ModelClient
 
     args, connection = ctx.args, ctx.connection
@@ -56,7 +57,7 @@ def _responses(ctx: Context, values: dict[str, Any]) -> Iterator[Outputs]:
     with ModelClient(connection.url, args.model, **options) as client:
         try:
             call = client.infer_batch if args.batch else client.infer_sample
-            yield call(**values)
+            yield call(**values), False
             return
         except IncompatibleModelError:  # decoupled: stream instead
             if connection.protocol != "grpc":
@@ -67,10 +68,11 @@ def _responses(ctx: Context, values: dict[str, Any]) -> Iterator[Outputs]:
     with DecoupledModelClient(connection.url, args.model, **options) as streaming:
         stream = streaming.infer_batch if args.batch else streaming.infer_sample
         with stream(**values) as responses:  # leaving (Ctrl-C too) cancels the request on the server
-            yield from responses
+            for outputs in responses:
+                yield outputs, True
 
 
-def _show(ctx: Context, outputs: Outputs, index: int) -> None:
+def _show(ctx: Context, outputs: Outputs, index: int, *, streamed: bool) -> None:
     console, args = ctx.console, ctx.args
     if args.output_dir is not None:
         args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -81,7 +83,7 @@ def _show(ctx: Context, outputs: Outputs, index: int) -> None:
     elif args.json:
         console.json(outputs)
     else:
-        if index:
+        if streamed:  # every response of a stream is labelled, the first one too
             console.print(console.style(f"-- response {index + 1}", "dim"))
         rows = [[name, _dtype(array), str(list(array.shape)), _preview(array)] for name, array in outputs.items()]
         console.table(["output", "dtype", "shape", "value"], rows)

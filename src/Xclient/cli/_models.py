@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..exceptions import AccessDeniedError
@@ -27,18 +27,50 @@ def add_commands(commands: Commands) -> None:
         help="list the server's models and manage them (load, unload, config, statistics)",
         examples=["xclient models list", "xclient models config bge-m3-v --json", "xclient models unload text"],
     )
-    parsers = {
-        name: models.add(name, handler, help=help, examples=examples, json=json)
-        for name, handler, help, examples, json in _MODEL_COMMANDS
-    }
-    parsers["config"].add_argument("name", metavar="NAME")
-    _add_version(parsers["config"])
-    parsers["load"].add_argument("name", metavar="NAME")
-    parsers["load"].add_argument("--config", metavar="JSON_OR_FILE", help="Triton's JSON model config or its file")
-    parsers["unload"].add_argument("name", metavar="NAME")
-    parsers["unload"].add_argument("--dependents", action="store_true", help="also unload the models it depends on")
-    parsers["stats"].add_argument("name", nargs="?", metavar="NAME", help="default: every model")
-    _add_version(parsers["stats"])
+    for name, handler, help, examples, json in _MODEL_COMMANDS:
+        _ARGUMENTS.get(name, _no_arguments)(models.add(name, handler, help=help, examples=examples, json=json))
+    for alias, name in ALIASES.items():  # `xclient list`, as ollama and Xinference users type it
+        _, handler, help, examples, json = next(command for command in _MODEL_COMMANDS if command[0] == name)
+        parser = commands.add(
+            alias,
+            handler,
+            help=f"the same as `xclient models {name}`: {help}",
+            examples=[example.replace(f"xclient models {name}", f"xclient {alias}") for example in examples],
+            json=json,
+        )
+        _ARGUMENTS.get(name, _no_arguments)(parser)
+
+
+#: Top-level aliases of ``xclient models ...`` (ollama's ``list``/``ps``, Xinference's ``launch``/``terminate``).
+ALIASES = {"list": "list", "ps": "list", "load": "load", "launch": "load", "unload": "unload", "terminate": "unload"}
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME")
+    _add_version(parser)
+
+
+def _load_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME")
+    parser.add_argument(
+        "--config",
+        metavar="JSON_OR_FILE",
+        help="Triton's JSON model config or its file; without it, the config Triton used last stays",
+    )
+
+
+def _unload_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME")
+    parser.add_argument("--dependents", action="store_true", help="also unload the models it depends on")
+
+
+def _stats_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="?", metavar="NAME", help="default: every model")
+    _add_version(parser)
 
 
 def _add_version(parser: argparse.ArgumentParser) -> None:
@@ -125,12 +157,16 @@ def _load(ctx: Context) -> None:
     config = None if ctx.args.config is None else json_or_file(ctx.args.config, "--config")
     with ctx.connection.server() as server:
         server.load_model(ctx.args.name, config)
-    ctx.console.print(f"loaded {ctx.args.name}")
+    if config is None:
+        ctx.console.print(f"loaded {ctx.args.name} (with the config Triton used last: an earlier --config stays)")
+    else:
+        ctx.console.print(f"loaded {ctx.args.name} with the given config")
 
 
 def _unload(ctx: Context) -> None:
+    """Unload, and return once the model is gone (a name the server does not have is an error)."""
     with ctx.connection.server() as server:
-        server.unload_model(ctx.args.name, unload_dependents=ctx.args.dependents)
+        server.unload_model(ctx.args.name, unload_dependents=ctx.args.dependents, wait=True)
     ctx.console.print(f"unloaded {ctx.args.name}")
 
 
@@ -188,7 +224,8 @@ _MODEL_COMMANDS: Sequence[tuple[str, Handler, str, list[str], str | None]] = (
     (
         "load",
         _load,
-        "load (or reload) a model, optionally with a config that overrides its config.pbtxt",
+        "load (or reload) a model, optionally with a config that overrides its config.pbtxt (an override stays "
+        "until the next --config or a server restart)",
         ["xclient models load text", "xclient models load text --config text.json"],
         None,
     ),
@@ -207,3 +244,12 @@ _MODEL_COMMANDS: Sequence[tuple[str, Handler, str, list[str], str | None]] = (
         "Triton's statistics as a JSON array",
     ),
 )
+
+
+#: The arguments of each ``xclient models ...`` command (and of its aliases).
+_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "config": _config_arguments,
+    "load": _load_arguments,
+    "unload": _unload_arguments,
+    "stats": _stats_arguments,
+}

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
@@ -63,13 +64,17 @@ def to_json(value: Any) -> str:
     return json.dumps(jsonable(value), ensure_ascii=False)
 
 
-def width(text: str) -> int:
-    """Columns ``text`` takes on a terminal: CJK characters take two.
+#: ANSI escape sequences (colours and styles): they take no column.
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
-    >>> width("ab"), width("你好")
-    (2, 4)
+
+def width(text: str) -> int:
+    """Columns ``text`` takes on a terminal: CJK characters take two, colour codes none.
+
+    >>> width("ab"), width("你好"), width("\x1b[32mREADY\x1b[0m")
+    (2, 4, 5)
     """
-    return sum(2 if unicodedata.east_asian_width(char) in ("W", "F") else 1 for char in text)
+    return sum(2 if unicodedata.east_asian_width(char) in ("W", "F") else 1 for char in _ANSI.sub("", text))
 
 
 def first_line(text: str) -> tuple[str, bool]:

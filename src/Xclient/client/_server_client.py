@@ -14,12 +14,15 @@ from typing import Any
 
 from typing_extensions import Unpack
 
-from ..exceptions import XclientValueError
+from ..exceptions import ModelUnavailableError, XclientTimeoutError, XclientValueError
 from ._asyncio import AsyncTransportMixin
 from ._base import DEFAULT_INIT_TIMEOUT_S, BaseClient, Call, Flow, Sleep, check_timeout
 from ._config import ModelConfig
 from ._model_client import SyncTransportMixin
 from ._options import ConnectionOptions, ServerClientOptions
+
+#: Repository states of a model that is not gone yet (``unload_model(wait=True)`` waits them out).
+_PRESENT = ("READY", "UNLOADING")
 
 #: Loading a large model can take minutes: the deadline of load and unload calls.
 DEFAULT_LOAD_TIMEOUT_S = 600.0
@@ -99,12 +102,23 @@ class _ServerOperations(BaseClient):
         return self._one("load_model", (_name(name), text), "loading", self._load_timeout_s)
 
     def _unload(self, name: str, unload_dependents: bool, wait: bool) -> Flow:
+        # Triton answers "unloaded" for a name it does not know: that is a mistake worth saying.
+        models = yield from self._models()
+        if not any(m.name == name for m in models):
+            raise ModelUnavailableError(
+                f"cannot unload {name!r}: the server's repository has no such model", model=name
+            )
         yield from self._one("unload_model", (_name(name), unload_dependents), "unloading", self._load_timeout_s)
-        # Triton answers before the model is gone; with wait, poll until it is no longer ready.
+        # Triton answers before the model is gone; with wait, poll until it is neither ready nor unloading.
         deadline = time.monotonic() + self._load_timeout_s
-        while wait and (yield from self._model_ready(name, None)):
+        while wait:
+            models = yield from self._models()
+            if not any(m.name == name and m.state in _PRESENT for m in models):
+                return
             if time.monotonic() > deadline:
-                break
+                raise XclientTimeoutError(
+                    f"unloading {name!r}: still there after {self._load_timeout_s:g} s", model=name
+                )
             yield Sleep(0.05)
 
     def _statistics(self, name: str | None, version: str | int | None) -> Flow:
@@ -175,7 +189,8 @@ class ServerClient(SyncTransportMixin, _ServerOperations):
         self._run(self._load(name, config))
 
     def unload_model(self, name: str, *, unload_dependents: bool = False, wait: bool = True) -> None:
-        """Unload a model; with ``wait``, return once it no longer answers as ready."""
+        """Unload a model (a name the repository does not have: ModelUnavailableError); with ``wait``,
+        return once the repository no longer lists it as READY or UNLOADING."""
         self._run(self._unload(name, unload_dependents, wait))
 
     def statistics(self, name: str | None = None, version: str | int | None = None) -> list[dict[str, Any]]:

@@ -48,6 +48,7 @@ class Encoded:
     token_ids: list[list[int]]
     token_vectors: list[np.ndarray]  # per text, [len(tokens), 384]
     sentence: np.ndarray  # [B, 384], mean-pooled over every real token ([CLS] and [SEP] included), L2-normalized
+    unknown: list[list[str]] = dataclasses.field(default_factory=list)  # per text, the pieces that became [UNK]
 
 
 class MiniLM:
@@ -74,6 +75,7 @@ class MiniLM:
         self._tokenizer.enable_truncation(MAX_TOKENS)
         self._tokenizer.no_padding()  # tokenizer.json pads to 128; encode() pads each chunk itself
         self._special = {self._tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]", "[UNK]")}
+        self._unk = self._tokenizer.token_to_id("[UNK]")
 
     def encode(self, texts: list[str]) -> Encoded:
         """Run the model on ``texts``, in chunks of similar length (so short texts pad little)."""
@@ -94,7 +96,11 @@ class MiniLM:
                 vectors[i] = hidden[r, [k for k, t in enumerate(batch[i].ids) if t not in self._special]]
         tokens = [[e.tokens[k] for k, t in enumerate(e.ids) if t not in self._special] for e in batch]
         token_ids = [[t for t in e.ids if t not in self._special] for e in batch]
-        return Encoded(tokens, token_ids, vectors, sentence)
+        unknown = [
+            [text[start:end] for t, (start, end) in zip(e.ids, e.offsets, strict=True) if t == self._unk]
+            for text, e in zip(texts, batch, strict=True)
+        ]
+        return Encoded(tokens, token_ids, vectors, sentence, unknown)
 
     def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         w = self._w
@@ -136,35 +142,70 @@ class MiniLM:
         return (scores @ v).transpose(0, 2, 1, 3).reshape(batch, length, hidden)
 
 
+#: Keys of the character-level sparse weights start here: past MiniLM's vocabulary (30522 ids), so they
+#: never collide with a token id; the key of a CJK character is ``CHAR_KEY_BASE + its code point``.
+CHAR_KEY_BASE = 1_000_000
+#: The weight of a CJK character the vocabulary does not know (there is no vector to compare).
+UNKNOWN_CJK_WEIGHT = 0.5
+
+
+def is_cjk(char: str) -> bool:
+    """A CJK ideograph (the unified blocks and their extensions, and the compatibility block)."""
+    code = ord(char)
+    return 0x3400 <= code <= 0x9FFF or 0xF900 <= code <= 0xFAFF or 0x20000 <= code <= 0x3134F
+
+
 def lexical_weights(encoded: Encoded) -> list[dict[str, float]]:
     """The demo ``bge-m3-v``'s sparse vectors, in bge-m3's ``lexical_weights`` format.
 
     Per text: ``{str(token_id): weight}``, where weight = max(0, cos(token's contextual vector, the
     text's sentence vector)), the largest over a token's repeats, rounded to 6 decimals; [CLS],
-    [SEP], [PAD] and [UNK] are left out (so a text of unknown characters has ``{}``). bge-m3 learns
-    its weights (a ReLU'd linear layer over the same token vectors); this is a similarity, not
-    a trained weight, but it has the same shape and meaning: how much a token stands for the text.
+    [SEP] and [PAD] are left out. A CJK character MiniLM does not know (it became [UNK]; MiniLM knows
+    about 240 of them) gets a character-level entry instead: key ``CHAR_KEY_BASE + code point``,
+    weight ``UNKNOWN_CJK_WEIGHT``, so ``"你好"`` has two entries, and texts that share a Chinese
+    character share a key. Other unknown pieces are left out. bge-m3 learns its weights (a ReLU'd
+    linear layer over the same token vectors); this is a similarity (and a constant), not a trained
+    weight, but it has the same shape and meaning: how much a token stands for the text.
     """
     result = []
-    for ids, vectors, sentence in zip(encoded.token_ids, encoded.token_vectors, encoded.sentence, strict=True):
+    unknown = encoded.unknown or [[] for _ in encoded.token_ids]
+    for ids, vectors, sentence, pieces in zip(
+        encoded.token_ids, encoded.token_vectors, encoded.sentence, unknown, strict=True
+    ):
         weights: dict[str, float] = {}
         if len(ids):
             cosines = vectors @ sentence / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
             for token_id, cosine in zip(ids, cosines.tolist(), strict=True):
                 key = str(token_id)
                 weights[key] = max(weights.get(key, 0.0), round(max(cosine, 0.0), 6))
+        for char in (c for piece in pieces for c in piece if is_cjk(c)):
+            weights[str(CHAR_KEY_BASE + ord(char))] = UNKNOWN_CJK_WEIGHT
         result.append(weights)
     return result
 
 
-def rerank_logits(query: np.ndarray, passages: np.ndarray) -> np.ndarray:
-    """The demo ``bge-reranker-v2-m3``'s scores: raw logits ``10 * (cos(query, passage) - 0.3)``.
+def char_overlap(query: str, passages: list[str]) -> np.ndarray | None:
+    """Per passage, the share of the query's distinct CJK characters it contains (0 to 1), or None when
+    the query has none: the demo reranker's stand-in for what MiniLM cannot read in Chinese."""
+    wanted = {c for c in query if is_cjk(c)}
+    if not wanted:
+        return None
+    return np.array([len(wanted & set(p)) / len(wanted) for p in passages], np.float32)
 
-    ``query`` [384] and ``passages`` [N, 384] are normalized sentence vectors. A bi-encoder
-    similarity, not a cross-encoder: the same order a similarity search gives, on a logit scale
-    where sigmoid(score) > 0.5 means a cosine above 0.3.
+
+def rerank_logits(query: np.ndarray, passages: np.ndarray, overlap: np.ndarray | None = None) -> np.ndarray:
+    """The demo ``bge-reranker-v2-m3``'s scores: raw logits ``10 * (similarity - 0.3)``.
+
+    ``query`` [384] and ``passages`` [N, 384] are normalized sentence vectors; the similarity is their
+    cosine, or, when the query has Chinese characters (``overlap`` from :func:`char_overlap` is not
+    None), the mean of the cosine and the character overlap: a passage's score depends on the query and
+    that passage only, whatever else is in the request. A bi-encoder similarity plus a character match,
+    not a cross-encoder: on a logit scale where sigmoid(score) > 0.5 means a similarity above 0.3.
     """
-    return (10.0 * (passages @ query - 0.3)).astype(np.float32)
+    similarity = passages @ query
+    if overlap is not None:
+        similarity = 0.5 * similarity + 0.5 * overlap
+    return (10.0 * (similarity - 0.3)).astype(np.float32)
 
 
 def _chunks(order: list[int], batch: list) -> list[list[int]]:

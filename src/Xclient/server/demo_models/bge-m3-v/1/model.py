@@ -1,6 +1,7 @@
 # Stand-in for the deployed bge-m3 (PROTOCOLS.md section 4), backed by the real all-MiniLM-L6-v2.
 # dense_vecs: the normalized mean-pooled sentence vector (384 floats);
-# sparse_vecs: per text, a UTF-8 JSON object {token id: weight} (see Xclient.server._minilm.lexical_weights).
+# sparse_vecs: per text, a UTF-8 JSON object {token id: weight}, with character-level keys for the CJK
+# characters MiniLM does not know (see Xclient.server._minilm.lexical_weights).
 import json
 
 import numpy as np

@@ -1,10 +1,11 @@
 # Stand-in for the deployed bge-reranker-v2-m3 (PROTOCOLS.md section 5): per sample, query [1] and
-# passages [N] -> score [N], raw logits 10 * (cos(query, passage) - 0.3) with all-MiniLM-L6-v2 vectors
-# (see Xclient.server._minilm.rerank_logits). A similarity, not a trained cross-encoder.
+# passages [N] -> score [N], raw logits 10 * (cos(query, passage) - 0.3) with all-MiniLM-L6-v2 vectors,
+# the cosine blended with the share of the query's Chinese characters a passage has when the query has
+# any (see Xclient.server._minilm.rerank_logits). A similarity, not a trained cross-encoder.
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from Xclient.server._minilm import MiniLM, rerank_logits
+from Xclient.server._minilm import MiniLM, char_overlap, rerank_logits
 
 
 def _text(value):
@@ -28,7 +29,14 @@ class TritonPythonModel:
                 continue
             vectors = self.model.encode(texts).sentence
             scores = np.stack(
-                [rerank_logits(vectors[b], vectors[batch + b * n : batch + (b + 1) * n]) for b in range(batch)]
+                [
+                    rerank_logits(
+                        vectors[b],
+                        vectors[batch + b * n : batch + (b + 1) * n],
+                        char_overlap(texts[b], texts[batch + b * n : batch + (b + 1) * n]),
+                    )
+                    for b in range(batch)
+                ]
             )
             responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("score", scores)]))
         return responses
