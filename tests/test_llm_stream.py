@@ -267,7 +267,7 @@ def test_vllm_streaming_and_non_streaming_requests():
     assert streaming.inputs["stream"].tolist() == [True] and "exclude_input_in_output" not in streaming.inputs
     assert streaming.echo is None and not streaming.cumulative
     plain = backend.request("提示", Sampling(max_tokens=8), stream=False)
-    assert "stream" not in plain.inputs and plain.inputs["exclude_input_in_output"].tolist() == [True]
+    assert plain.inputs["stream"].tolist() == [False] and plain.inputs["exclude_input_in_output"].tolist() == [True]
     assert plain.inputs["text_input"].tolist() == ["提示".encode()]
     for name in ("return_num_input_tokens", "return_num_output_tokens", "return_finish_reason"):
         assert plain.inputs[name].dtype == np.bool_ and plain.inputs[name].tolist() == [True]
@@ -305,7 +305,7 @@ def test_tensorrt_llm_casts_to_declared_dtypes_under_current_and_former_names():
     assert legacy.inputs["max_tokens"].dtype == np.uint32
     assert legacy.inputs["min_length"].tolist() == [2] and legacy.inputs["min_length"].dtype == np.uint32
     assert legacy.inputs["random_seed"].dtype == np.uint64
-    assert "stream" not in legacy.inputs  # a coupled model cannot stream
+    assert legacy.inputs["stream"].tolist() == [False]  # a coupled model cannot stream; its config declares it
     assert legacy.echo == "你好".encode()  # no exclude_input_in_output: the prompt comes back first
 
     plain = TrtllmBackend(trtllm_config()).request("你好", Sampling(max_tokens=4), stream=False)
