@@ -128,6 +128,36 @@ def test_cumulative_chunks_with_the_prompt_become_deltas():
     assert feed_all(bls, ["你".encode(), "你好".encode(), "你好。再".encode()]) == ["你", "好", "", ""]
 
 
+def test_text_a_cumulative_response_takes_back_leaves_the_stop_hold_back():
+    prompt = "问：".encode()
+    # vLLM <= 0.3 with stop=["天气"]: "今天天" is streamed, then the stop's start is taken back
+    decoder = TextDecoder(cumulative=True, echo=prompt, stop=["天气"])
+    parts = [prompt + text.encode() for text in ("今", "今天", "今天天", "今天")]
+    assert "".join(feed_all(decoder, parts)) == "今天"
+    english = TextDecoder(cumulative=True, stop=[" fox jumps"])
+    parts = [text.encode() for text in ("The quick", "The quick brown", "The quick brown fox", "The quick brown")]
+    assert "".join(feed_all(english, parts)) == "The quick brown"
+    # a take-back inside a multi-byte character, and one of text already delivered (it stays delivered)
+    split = TextDecoder(cumulative=True, stop=["好吗"])
+    assert "".join(feed_all(split, [b"\xe4\xbd", "你好".encode(), "你".encode(), "你们".encode()])) == "你们"
+    delivered = TextDecoder(cumulative=True)
+    assert feed_all(delivered, ["你好".encode(), "你".encode(), "你们".encode()]) == ["你好", "", "们", ""]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    text=st.text(alphabet="今天气好ab 。", min_size=1, max_size=20),
+    stops=st.lists(st.sampled_from(["天气", "b a", "。", "好。"]), min_size=1, max_size=2),
+)
+def test_a_vllm_0_3_stream_that_takes_stop_starts_back_ends_as_the_engine_does(text, stops):
+    from Xclient.server._demo_llm import vllm_steps
+
+    steps = vllm_steps(text, 100, stops, take_back=True)
+    decoder = TextDecoder(cumulative=True, echo=b"p", stop=stops)
+    delivered = "".join(feed_all(decoder, [b"p" + chunk.encode() for chunk, _ in steps]))
+    assert delivered == steps[-1][0]
+
+
 # -- usage and metadata --------------------------------------------------------------------------
 
 
