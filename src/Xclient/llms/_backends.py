@@ -270,7 +270,10 @@ TRTLLM_INPUTS: dict[str, tuple[str, ...]] = {
 class TrtllmBackend(Backend):
     """TensorRT-LLM's ``ensemble`` / ``tensorrt_llm_bls`` (docs/protocols.md section 2): a batch axis (added by
     the client), each setting sent to the input of its current or former name, cast to its declared dtype;
-    the stop list as ``stop_words``; ``model_kwargs`` keys name other inputs (``bad_words``, ``end_id``...)."""
+    the stop list as ``stop_words``; ``model_kwargs`` keys name other inputs (``bad_words``, ``end_id``...).
+
+    Cancelling a stream (a stop word, leaving it early) does not reach the engine behind an ensemble or a
+    BLS in Triton 2.51: it runs on to ``max_tokens``, so cap ``max_tokens`` on such deployments."""
 
     name: BackendName = "tensorrt_llm"
 

@@ -30,8 +30,8 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 #: The keys vLLM's ``SamplingParams`` accepts (vLLM 0.11), plus the two the Triton vLLM backend adds.
 #: Anything else fails the request, as ``SamplingParams(**params)`` does. ``use_beam_search``,
@@ -70,6 +70,7 @@ SAMPLING_KEYS = frozenset(
     }
 )
 VLLM_DEFAULT_MAX_TOKENS = 16
+_Step = TypeVar("_Step")
 
 #: A token: a special marker, a word (with the spaces before it), or any other single character.
 _TOKEN = re.compile(r"<\|[^|<>]*\|>|\s*\w+(?:['.\-]\w+)*|\s*[^\s\w]|\s+", re.ASCII)
@@ -196,8 +197,8 @@ class _StandIn:
                 return False
             time.sleep(min(left, 0.01))
 
-    def _pace(self, request: Any, prompt: str, tokens: list[str]) -> Iterator[tuple[int, str]]:
-        """The tokens, paced; logs and stops on cancellation, raises after ``fail_after_tokens``."""
+    def _pace(self, request: Any, prompt: str, tokens: Sequence[_Step]) -> Iterator[tuple[int, _Step]]:
+        """The tokens (or engine steps), paced; logs and stops on cancellation, raises after ``fail_after_tokens``."""
         for index, token in enumerate(tokens):
             if index == self.fail_after:
                 raise RuntimeError(f"demo failure after {index} tokens 生成失败")
