@@ -421,8 +421,8 @@ class TrtllmStandIn(_StandIn):
       them as they are.
     - Streaming (decoupled, ``stream`` true): each response carries the new text (the ensemble), or all
       text so far with the ``accumulate_tokens`` parameter (the BLS); never the prompt.
-    - Decoupled: a separate empty response carries the final flag (the BLS sends it; so does Triton's
-      ensemble scheduler).
+    - Decoupled: a separate empty response carries the final flag (as the BLS sends it; for the ensemble,
+      Triton's scheduler sends the flag: assumed the same, not checked against a real one).
     - Stop words end the text and stay in it. No usage and no finish reason before v0.20."""
 
     def initialize(self, args: dict[str, Any]) -> None:
