@@ -128,6 +128,36 @@ def test_cumulative_chunks_with_the_prompt_become_deltas():
     assert feed_all(bls, ["你".encode(), "你好".encode(), "你好。再".encode()]) == ["你", "好", "", ""]
 
 
+def test_text_a_cumulative_response_takes_back_leaves_the_stop_hold_back():
+    prompt = "问：".encode()
+    # vLLM <= 0.3 with stop=["天气"]: "今天天" is streamed, then the stop's start is taken back
+    decoder = TextDecoder(cumulative=True, echo=prompt, stop=["天气"])
+    parts = [prompt + text.encode() for text in ("今", "今天", "今天天", "今天")]
+    assert "".join(feed_all(decoder, parts)) == "今天"
+    english = TextDecoder(cumulative=True, stop=[" fox jumps"])
+    parts = [text.encode() for text in ("The quick", "The quick brown", "The quick brown fox", "The quick brown")]
+    assert "".join(feed_all(english, parts)) == "The quick brown"
+    # a take-back inside a multi-byte character, and one of text already delivered (it stays delivered)
+    split = TextDecoder(cumulative=True, stop=["好吗"])
+    assert "".join(feed_all(split, [b"\xe4\xbd", "你好".encode(), "你".encode(), "你们".encode()])) == "你们"
+    delivered = TextDecoder(cumulative=True)
+    assert feed_all(delivered, ["你好".encode(), "你".encode(), "你们".encode()]) == ["你好", "", "们", ""]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    text=st.text(alphabet="今天气好ab 。", min_size=1, max_size=20),
+    stops=st.lists(st.sampled_from(["天气", "b a", "。", "好。"]), min_size=1, max_size=2),
+)
+def test_a_vllm_0_3_stream_that_takes_stop_starts_back_ends_as_the_engine_does(text, stops):
+    from Xclient.server._demo_llm import vllm_steps
+
+    steps = vllm_steps(text, 100, stops, take_back=True)
+    decoder = TextDecoder(cumulative=True, echo=b"p", stop=stops)
+    delivered = "".join(feed_all(decoder, [b"p" + chunk.encode() for chunk, _ in steps]))
+    assert delivered == steps[-1][0]
+
+
 # -- usage and metadata --------------------------------------------------------------------------
 
 
@@ -268,7 +298,7 @@ def test_vllm_streaming_and_non_streaming_requests():
     assert streaming.inputs["stream"].tolist() == [True] and "exclude_input_in_output" not in streaming.inputs
     assert streaming.echo is None and not streaming.cumulative
     plain = backend.request("提示", Sampling(max_tokens=8), stream=False)
-    assert "stream" not in plain.inputs and plain.inputs["exclude_input_in_output"].tolist() == [True]
+    assert plain.inputs["stream"].tolist() == [False] and plain.inputs["exclude_input_in_output"].tolist() == [True]
     assert plain.inputs["text_input"].tolist() == ["提示".encode()]
     for name in ("return_num_input_tokens", "return_num_output_tokens", "return_finish_reason"):
         assert plain.inputs[name].dtype == np.bool_ and plain.inputs[name].tolist() == [True]
@@ -306,7 +336,7 @@ def test_tensorrt_llm_casts_to_declared_dtypes_under_current_and_former_names():
     assert legacy.inputs["max_tokens"].dtype == np.uint32
     assert legacy.inputs["min_length"].tolist() == [2] and legacy.inputs["min_length"].dtype == np.uint32
     assert legacy.inputs["random_seed"].dtype == np.uint64
-    assert "stream" not in legacy.inputs  # a coupled model cannot stream
+    assert legacy.inputs["stream"].tolist() == [False]  # a coupled model cannot stream; its config declares it
     assert legacy.echo == "你好".encode()  # no exclude_input_in_output: the prompt comes back first
 
     plain = TrtllmBackend(trtllm_config()).request("你好", Sampling(max_tokens=4), stream=False)

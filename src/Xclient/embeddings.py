@@ -130,7 +130,7 @@ class EmbeddingContract:
 
 
 class MetaLMEmbeddings(TritonAdapter, Embeddings):
-    """LangChain embeddings from a Triton embeddings model (PROTOCOLS.md section 4), dense and sparse.
+    """LangChain embeddings from a Triton embeddings model (docs/protocols.md section 4), dense and sparse.
 
     The contract is read from the model config: the text input is the BYTES input with dims [1]
     (the one named like ``text`` if there are several), the dense output the float output with one

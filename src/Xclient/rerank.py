@@ -9,7 +9,7 @@ Example::
     reranker.compress_documents([Document(page_content="向量检索"), ...], query="什么是向量检索")
     reranker.rerank("什么是向量检索", ["向量检索", "天气"])      # [RerankResult(index=0, score=3.1), ...]
 
-Two contracts are read from the model config (PROTOCOLS.md section 5):
+Two contracts are read from the model config (docs/protocols.md section 5):
 
 - **query/passages** (the deployed bge-reranker-v2-m3): inputs query BYTES [1] and passages BYTES
   [-1], sent as one sample per request (passages ride the -1 axis); output score [-1].

@@ -2,7 +2,7 @@
 
 Detection (:func:`detect_backend`, overridable with ``backend=``), first match wins:
 
-1. **vLLM** (PROTOCOLS.md section 1): ``backend: "vllm"``, or inputs ``text_input`` and
+1. **vLLM** (docs/protocols.md section 1): ``backend: "vllm"``, or inputs ``text_input`` and
    ``sampling_parameters``.
 2. **TensorRT-LLM** (section 2, ``ensemble`` / ``tensorrt_llm_bls``): inputs ``text_input`` and
    ``max_tokens`` (``request_output_len`` in older versions).
@@ -29,7 +29,7 @@ import numpy as np
 from .._contract import Role, describe, incompatible, pick
 from ..client import ModelConfig, TensorSpec
 from ..client._coding import coerce
-from ..exceptions import InferenceServerError, XclientValueError
+from ..exceptions import InferenceServerError, XclientError, XclientValueError
 from ._streaming import Piece
 
 BackendName = Literal["vllm", "tensorrt_llm", "fastdeploy", "text"]
@@ -90,6 +90,12 @@ class TritonRequest:
     echo: bytes | None = None
     cumulative: bool = False
     read: Callable[[Mapping[str, Any]], Piece] | None = None  # this request's reader (None: the backend's)
+    #: The echo may come back as the tokenizer decodes it: without special tokens, spaces changed
+    #: (TensorRT-LLM's postprocessing); stripped when it matches so (see ``TextDecoder``).
+    loose_echo: bool = False
+    #: One token per response: the stream reached ``max_tokens`` when this many responses carried text
+    #: (TensorRT-LLM before v0.20 reports no finish reason); None: not counted.
+    counted_max_tokens: int | None = None
 
     def args(self, config: ModelConfig) -> tuple[Any, ...]:
         """The inputs positionally, in config order (None: left out)."""
@@ -200,8 +206,12 @@ def _first_int(value: Any) -> int | None:
     return None if first is None else int(first)
 
 
+#: What vLLM backend r25.01+ answers for any bad ``sampling_parameters``.
+LORA_NAME_ERROR = "'NoneType' object has no attribute 'lora_name'"
+
+
 class VllmBackend(Backend):
-    """Triton's vLLM backend (PROTOCOLS.md section 1): ``sampling_parameters`` as JSON with only the keys
+    """Triton's vLLM backend (docs/protocols.md section 1): ``sampling_parameters`` as JSON with only the keys
     set (plus ``max_tokens``, whose backend default is 16 tokens), the optional ``return_*`` outputs when
     the config declares them, ``exclude_input_in_output`` on non-streaming calls where declared."""
 
@@ -225,8 +235,8 @@ class VllmBackend(Backend):
             inputs["sampling_parameters"] = self._cast(
                 "sampling_parameters", json.dumps(parameters, ensure_ascii=False)
             )
-        if stream and self._has("stream"):
-            inputs["stream"] = self._cast("stream", True)
+        if self._has("stream"):  # r23.10's full sample config requires it: send it, False too
+            inputs["stream"] = self._cast("stream", stream)
         if not stream and not self.legacy:
             inputs["exclude_input_in_output"] = self._cast("exclude_input_in_output", True)
         for name in self.COUNTS:
@@ -243,6 +253,30 @@ class VllmBackend(Backend):
             num_output_tokens=_first_int(outputs.get("num_output_tokens")),
             finish_reason=reason.decode() if isinstance(reason, bytes) else reason,
         )
+
+
+def explain(error: XclientError, request: TritonRequest) -> XclientError:
+    """``error`` with a hint when the server's message hides the reason, else ``error`` itself: the vLLM
+    backend r25.01+ turns any bad ``sampling_parameters`` (an unknown key, an invalid value) into
+    :data:`LORA_NAME_ERROR`, the reason only in the server log; the hint names what was sent."""
+    if LORA_NAME_ERROR not in str(error) or "sampling_parameters" not in request.inputs:
+        return error
+    sent = _first_bytes(request.inputs["sampling_parameters"]) or b""
+    hint = (
+        f"{error.message} (the vLLM backend, r25.01 and later, reports any sampling parameter it cannot "
+        f"take this way: an unknown key or an invalid value; Xclient sent sampling_parameters "
+        f"{sent.decode('utf-8', 'replace')}; the server log names the reason)"
+    )
+    explained = type(error)(
+        hint,
+        model=error.model,
+        input=error.input,
+        status=error.status,
+        server_message=error.server_message,
+        retryable=error.retryable,
+    )
+    explained.__cause__ = error
+    return explained
 
 
 #: TensorRT-LLM inputs under every name they had: setting -> names, newest first.
@@ -263,9 +297,12 @@ TRTLLM_INPUTS: dict[str, tuple[str, ...]] = {
 
 
 class TrtllmBackend(Backend):
-    """TensorRT-LLM's ``ensemble`` / ``tensorrt_llm_bls`` (PROTOCOLS.md section 2): a batch axis (added by
+    """TensorRT-LLM's ``ensemble`` / ``tensorrt_llm_bls`` (docs/protocols.md section 2): a batch axis (added by
     the client), each setting sent to the input of its current or former name, cast to its declared dtype;
-    the stop list as ``stop_words``; ``model_kwargs`` keys name other inputs (``bad_words``, ``end_id``...)."""
+    the stop list as ``stop_words``; ``model_kwargs`` keys name other inputs (``bad_words``, ``end_id``...).
+
+    Cancelling a stream (a stop word, leaving it early) does not reach the engine behind an ensemble or a
+    BLS in Triton 2.51: it runs on to ``max_tokens``, so cap ``max_tokens`` on such deployments."""
 
     name: BackendName = "tensorrt_llm"
 
@@ -284,14 +321,19 @@ class TrtllmBackend(Backend):
         return next((name for name in TRTLLM_INPUTS.get(setting, (setting,)) if self._has(name)), None)
 
     def request(self, prompt: str, sampling: Sampling, *, stream: bool, turns: Turns | None = None) -> TritonRequest:
+        """Echo rules (docs/protocols.md section 2): streamed responses never carry the prompt; a
+        non-streaming one does unless ``exclude_input_in_output`` (v0.19+) or the engine's own parameter
+        excludes it. So a decoupled model that cannot be asked to exclude it streams even for ``invoke``
+        (the caller joins the text); a coupled one gets its echo stripped, exactly or as decoded."""
         values: dict[str, Any] = {"max_tokens": sampling.max_tokens, **sampling.settings}
         if sampling.stop:
             values["stop"] = list(sampling.stop)
-        stream = stream and self.streams and self._input("stream") is not None
-        if stream:
-            values["stream"] = True
-        excluded = not stream and self._has("exclude_input_in_output")
-        if excluded:
+        can_stream = self.streams and self._input("stream") is not None
+        excluded = self._has("exclude_input_in_output")
+        stream = can_stream and (stream or not excluded)
+        if self._input("stream") is not None:
+            values["stream"] = stream
+        if not stream and excluded:
             values["exclude_input_in_output"] = True
         inputs = {self.text_input.name: self._cast(self.text_input.name, prompt)}
         for setting, value in values.items():
@@ -313,7 +355,13 @@ class TrtllmBackend(Backend):
                 inputs["guided_decoding_guide"] = self._cast("guided_decoding_guide", schema)
         inputs.update(self._extra_inputs(sampling))
         echo = None if stream or excluded else prompt.encode()
-        return TritonRequest(inputs, echo=echo, cumulative=stream and self.accumulate)
+        return TritonRequest(
+            inputs,
+            echo=echo,
+            cumulative=stream and self.accumulate,
+            loose_echo=echo is not None,
+            counted_max_tokens=sampling.max_tokens if stream else None,
+        )
 
 
 class TextBackend(Backend):

@@ -9,8 +9,8 @@
   (:mod:`Xclient.llms._http`), a coupled one gets a :class:`~Xclient.client.ModelClient`.
 
 The asyncio twins (:class:`~Xclient.client.AsyncioDecoupledModelClient`,
-:class:`~Xclient.client.AsyncioModelClient`, an :class:`~Xclient.llms._http.AsyncGenerateClient`) serve the async methods, one set
-per event loop.
+:class:`~Xclient.client.AsyncioModelClient`, an :class:`~Xclient.llms._http.AsyncGenerateClient`) serve the
+async methods, one set per event loop.
 
 **One generation** (:func:`run` / :func:`arun`, which differ only in how they wait): the backend builds
 the request, a :class:`~Xclient.llms._streaming.Generation` turns responses into text, the stream is
@@ -42,7 +42,7 @@ from ..client import (
 from ..client._retry import RetryPolicy
 from ..client._urls import ServerUrl, parse_url
 from ..exceptions import IncompatibleModelError, XclientError
-from ._backends import Backend, BackendName, Sampling, TritonRequest, detect_backend
+from ._backends import Backend, BackendName, Sampling, TritonRequest, detect_backend, explain
 from ._http import AsyncGenerateClient, SyncGenerateClient
 from ._streaming import Ending, Generation, TextDecoder
 
@@ -255,15 +255,18 @@ class Retry:
 def start(connection: Connection, call: Call) -> tuple[Generation, TritonRequest]:
     """The request for ``call`` and the :class:`Generation` that reads its responses."""
     request = connection.backend.request(call.prompt, call.sampling, stream=call.stream, turns=call.turns)
-    decoder = TextDecoder(stop=call.sampling.stop, cumulative=request.cumulative, echo=request.echo)
-    return Generation(decoder, request.read or connection.backend.read, call.model), request
+    decoder = TextDecoder(
+        stop=call.sampling.stop, cumulative=request.cumulative, echo=request.echo, loose_echo=request.loose_echo
+    )
+    read = request.read or connection.backend.read
+    return Generation(decoder, read, call.model, request.counted_max_tokens), request
 
 
 def run(engine: Engine, call: Call) -> Iterator[str | Ending]:
     """The text of one generation as it comes (blocking), then its :class:`Ending`."""
     retry = Retry(engine.settings.max_retries)
     while True:
-        generation = None
+        generation = request = None
         try:
             connection = engine.connection(call.model)
             generation, request = start(connection, call)
@@ -276,6 +279,8 @@ def run(engine: Engine, call: Call) -> Iterator[str | Ending]:
             yield generation.finish()
             return
         except XclientError as error:
+            if request is not None:
+                error = explain(error, request)
             time.sleep(retry.delay(error, generation))
 
 
@@ -283,7 +288,7 @@ async def arun(engine: Engine, call: Call) -> AsyncIterator[str | Ending]:
     """:func:`run` on the running event loop."""
     retry = Retry(engine.settings.max_retries)
     while True:
-        generation = None
+        generation = request = None
         try:
             connection = await engine.aconnection(call.model)
             generation, request = start(connection, call)
@@ -296,4 +301,6 @@ async def arun(engine: Engine, call: Call) -> AsyncIterator[str | Ending]:
             yield generation.finish()
             return
         except XclientError as error:
+            if request is not None:
+                error = explain(error, request)
             await asyncio.sleep(retry.delay(error, generation))

@@ -1,4 +1,4 @@
-"""Triton's HTTP generate extension (PROTOCOLS.md section 3), for decoupled LLMs on ``http(s)://`` URLs.
+"""Triton's HTTP generate extension (docs/protocols.md section 3), for decoupled LLMs on ``http(s)://`` URLs.
 
 Decoupled models refuse HTTP ``/infer``, so on an HTTP URL the LLM classes fetch the model config and
 stream through ``POST /v2/models/{model}/generate_stream`` (server-sent events, one JSON object per

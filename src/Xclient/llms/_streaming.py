@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -29,6 +30,12 @@ class TextDecoder:
         echo: the prompt's bytes when the server may echo them before the text (stripped once at the
             start, or at the start of every cumulative response); None when it does not echo. A first
             cumulative response without the prompt means the server sends deltas: the decoder follows.
+        loose_echo: the echo may also come back as a tokenizer decodes the prompt: without its special
+            tokens (``<|im_start|>``...) and with whitespace changed. A first response that starts so
+            has that start stripped (:func:`strip_decoded_echo`).
+
+    A cumulative response may take text back (vLLM <= 0.3 streams the start of a stop string, then
+    drops it): the retracted text leaves what is held back; what was delivered stays delivered.
 
     >>> decoder = TextDecoder(stop=["。"])
     >>> [decoder.feed(part) for part in ("你好".encode()[:4], "你好".encode()[4:] + "。世".encode())]
@@ -37,10 +44,18 @@ class TextDecoder:
     True
     """
 
-    def __init__(self, *, stop: Sequence[str] = (), cumulative: bool = False, echo: bytes | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        stop: Sequence[str] = (),
+        cumulative: bool = False,
+        echo: bytes | None = None,
+        loose_echo: bool = False,
+    ) -> None:
         self._stops = tuple(s for s in stop if s)
         self._cumulative = cumulative
         self._echo = echo or None
+        self._loose_echo = loose_echo
         self._pending_echo = self._echo  # delta mode: what is left of the echo to strip
         self._seen = b""  # cumulative mode: the text bytes received so far
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -74,7 +89,11 @@ class TextDecoder:
                 data = data[len(self._echo) :]
             # Each response repeats what came before; a server that re-detokenized earlier text can
             # change it, and what was delivered cannot be taken back: continue after the common prefix.
-            common = len(self._seen) if data.startswith(self._seen) else _common_prefix(self._seen, data)
+            if data.startswith(self._seen):
+                new, self._seen = data[len(self._seen) :], data
+                return new
+            common = _char_start(self._seen, _common_prefix(self._seen, data))
+            self._retract(self._seen[common:])
             new, self._seen = data[common:], data
             return new
         pending = self._pending_echo
@@ -84,8 +103,21 @@ class TextDecoder:
             elif pending.startswith(data):
                 data, self._pending_echo = b"", pending[len(data) :]
             else:
-                self._pending_echo = None  # the server does not echo after all
+                self._pending_echo = None  # the server does not echo exactly
+                if self._loose_echo and pending == self._echo:
+                    rest = strip_decoded_echo(data, self._echo)
+                    data = data if rest is None else rest
         return data
+
+    def _retract(self, retracted: bytes) -> None:
+        """Forget ``retracted``, the end of what came so far: out of the UTF-8 decoder's buffer, then
+        out of the held-back text (what was delivered already cannot be taken back)."""
+        buffered = self._utf8.getstate()[0]
+        self._utf8.reset()
+        decoded = retracted[: max(len(retracted) - len(buffered), 0)].decode("utf-8", "replace")
+        if len(retracted) < len(buffered):  # only part of a character still buffered is taken back
+            self._utf8.decode(buffered[: len(buffered) - len(retracted)])
+        self._held = self._held[: max(len(self._held) - len(decoded), 0)]
 
     def _release(self, text: str) -> str:
         buffer = self._held + text
@@ -102,6 +134,51 @@ class TextDecoder:
 def _common_prefix(a: bytes, b: bytes) -> int:
     n = min(len(a), len(b))
     return next((i for i in range(n) if a[i] != b[i]), n)
+
+
+def _char_start(data: bytes, index: int) -> int:
+    """``index`` moved back to the start of the UTF-8 character it falls in."""
+    while 0 < index < len(data) and 0x80 <= data[index] < 0xC0:
+        index -= 1
+    return index
+
+
+#: Special tokens a tokenizer drops with ``skip_special_tokens=True``: ``<|...|>`` markers (ChatML,
+#: Llama 3, InternLM2) and SentencePiece's ``<s>`` / ``</s>``.
+_SPECIAL_TOKEN = re.compile(rb"<\|[^|<>\s]*\|>|</?s>")
+_SPACES = b" \t\n\r\x0b\x0c"
+
+
+def strip_decoded_echo(data: bytes, prompt: bytes) -> bytes | None:
+    """``data`` without a start that is ``prompt`` as a tokenizer decodes it (special tokens skipped,
+    whitespace ignored), or None when it does not start so.
+
+    What cannot be told apart: an answer that itself begins with the prompt's words from an echo, and
+    whitespace at the start of the answer from whitespace at the end of the prompt (dropped).
+
+    >>> prompt = "<|im_start|>user\\n你好<|im_end|>\\n<|im_start|>assistant\\n".encode()
+    >>> strip_decoded_echo("user\\n你好\\nassistant\\n你好！".encode(), prompt).decode()
+    '你好！'
+    >>> strip_decoded_echo("你好！".encode(), prompt) is None
+    True
+    """
+    target = bytes(b for b in _SPECIAL_TOKEN.sub(b"", prompt) if b not in _SPACES)
+    if not target:
+        return None
+    index = matched = 0
+    while matched < len(target):
+        if index == len(data):
+            return None
+        if data[index] in _SPACES:
+            index += 1
+        elif data[index] == target[matched]:
+            index, matched = index + 1, matched + 1
+        else:
+            return None
+    if _SPECIAL_TOKEN.sub(b"", prompt).rstrip(_SPACES) != _SPECIAL_TOKEN.sub(b"", prompt):
+        while index < len(data) and data[index] in _SPACES:
+            index += 1
+    return data[index:]
 
 
 def _stop_prefix_length(text: str, stops: Sequence[str]) -> int:
@@ -148,10 +225,18 @@ class Generation:
     request and calls :meth:`finish`.
     """
 
-    def __init__(self, decoder: TextDecoder, read: Callable[[Mapping[str, Any]], Piece], model_name: str) -> None:
+    def __init__(
+        self,
+        decoder: TextDecoder,
+        read: Callable[[Mapping[str, Any]], Piece],
+        model_name: str,
+        counted_max_tokens: int | None = None,
+    ) -> None:
         self._decoder = decoder
         self._read = read
         self._model_name = model_name
+        self._counted_max_tokens = counted_max_tokens  # one token per response: "length" at this count
+        self._text_responses = 0
         self.received = False  # any response came: retrying is no longer safe
         self._input_tokens: int | None = None
         self._output_tokens: int | None = None
@@ -171,7 +256,10 @@ class Generation:
             self._output_tokens = (self._output_tokens or 0) + piece.num_output_tokens  # per response
         if piece.finish_reason not in (None, "", "None"):  # vLLM says "None" until the last response
             self._finish_reason = piece.finish_reason
-        return self._decoder.feed(piece.text) if piece.text is not None else ""
+        if piece.text is None:
+            return ""
+        self._text_responses += 1
+        return self._decoder.feed(piece.text)
 
     def finish(self) -> Ending:
         text = self._decoder.finish()
@@ -183,4 +271,7 @@ class Generation:
                 "total_tokens": self._input_tokens + self._output_tokens,
             }
         reason = "stop" if self._decoder.stopped else self._finish_reason
+        counted = self._counted_max_tokens
+        if reason is None and counted is not None and self._text_responses >= counted:
+            reason = "length"  # the server says nothing (TensorRT-LLM < v0.20): reached by count
         return Ending(text, usage, {"model_name": self._model_name, "finish_reason": reason})

@@ -1,4 +1,4 @@
-"""Chat templates: chat messages -> the prompt text an LLM on Triton expects (PROTOCOLS.md section 6).
+"""Chat templates: chat messages -> the prompt text an LLM on Triton expects (docs/protocols.md section 6).
 
 The vLLM and TensorRT-LLM backends apply no chat template, so the client renders it. A template is
 chosen by :func:`resolve_template`:

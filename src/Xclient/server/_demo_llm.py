@@ -6,16 +6,16 @@ The "generation" is deterministic and readable: a templated answer in the langua
 turn (read from a ChatML or Llama 3 prompt, or the raw prompt), emitted one token at a time, where a
 token is one CJK character, one word or one punctuation mark (:func:`tokenize`).
 
-- :class:`VllmStandIn` speaks PROTOCOLS.md section 1 as the vLLM backend does: sampling parameters as
-  JSON (unknown keys fail the request, default ``max_tokens`` 16), server-side ``stop`` (the stop string
-  is removed), delta chunks with the final flag on the last text response, the prompt echoed by
-  non-streaming calls unless ``exclude_input_in_output``, optional ``return_*`` outputs, cancellation.
-  A config without the ``exclude_input_in_output`` input gets the r23.10-r24.02 behaviour instead:
-  cumulative chunks (prompt + all text so far) and a separate empty final response.
-- :class:`TrtllmStandIn` speaks section 2 (``ensemble`` / ``tensorrt_llm_bls``): a batch axis, typed
-  scalar inputs under either name of a renamed input, ``stop_words`` (the stop word stays in the output,
-  as TensorRT-LLM does), the prompt echoed unless ``exclude_input_in_output``; decoupled configs stream
-  deltas, or all text so far with the ``accumulate_tokens`` parameter (``tensorrt_llm_bls``).
+- :class:`VllmStandIn` speaks the vLLM backend's contract (docs/protocols.md section 1) as its
+  ``src/model.py`` does at the release named by the config parameter ``vllm_release``: sampling
+  parameters as JSON (unknown keys fail the request, default ``max_tokens`` 16), server-side ``stop``
+  (the stop string is removed), cumulative or delta text, where the final flag goes, the echoed prompt,
+  the ``return_*`` outputs, errors and cancellation.
+- :class:`TrtllmStandIn` speaks TensorRT-LLM's (section 2, ``ensemble`` / ``tensorrt_llm_bls``) as the
+  preprocessing, engine and postprocessing chain does at the release named by ``trtllm_release``: a
+  batch axis, typed scalar inputs under the names the config declares, ``stop_words`` kept in the
+  output, the prompt echoed (decoded without special tokens) unless excluded, deltas or accumulated
+  text when streaming.
 
 Tool use and structured output, a stand-in too (:func:`tool_answer`, :func:`guided_answer`): when the
 prompt offers tools in the Hermes format ChatMetaLM renders, the answer is a ``<tool_call>`` for each
@@ -35,8 +35,8 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 #: The keys vLLM's ``SamplingParams`` accepts (vLLM 0.11), plus the two the Triton vLLM backend adds.
 #: Anything else fails the request, as ``SamplingParams(**params)`` does. ``use_beam_search``,
@@ -75,6 +75,7 @@ SAMPLING_KEYS = frozenset(
     }
 )
 VLLM_DEFAULT_MAX_TOKENS = 16
+_Step = TypeVar("_Step")
 
 #: A token: a special marker, a word (with the spaces before it), or any other single character.
 _TOKEN = re.compile(r"<\|[^|<>]*\|>|\s*\w+(?:['.\-]\w+)*|\s*[^\s\w]|\s+", re.ASCII)
@@ -396,8 +397,8 @@ class _StandIn:
                 return False
             time.sleep(min(left, 0.01))
 
-    def _pace(self, request: Any, prompt: str, tokens: list[str]) -> Iterator[tuple[int, str]]:
-        """The tokens, paced; logs and stops on cancellation, raises after ``fail_after_tokens``."""
+    def _pace(self, request: Any, prompt: str, tokens: Sequence[_Step]) -> Iterator[tuple[int, _Step]]:
+        """The tokens (or engine steps), paced; logs and stops on cancellation, raises after ``fail_after_tokens``."""
         for index, token in enumerate(tokens):
             if index == self.fail_after:
                 raise RuntimeError(f"demo failure after {index} tokens 生成失败")
@@ -424,13 +425,73 @@ class _Cancelled(Exception):
     pass
 
 
+def release(text: str) -> tuple[int, int]:
+    """A backend release as a comparable pair: ``"r24.07"`` -> (24, 7), ``"v0.13.0"`` -> (0, 13).
+
+    >>> release("r23.10") < release("r24.02") < release("r24.12")
+    True
+    """
+    numbers = [int(part) for part in re.findall(r"\d+", text)]
+    return (numbers[0], numbers[1]) if len(numbers) > 1 else (numbers[0], 0)
+
+
+def vllm_steps(text: str, max_tokens: int, stop: list[str], *, take_back: bool) -> list[tuple[str, str | None]]:
+    """The vLLM engine's outputs for one request: per generated token, (the text so far, the finish reason
+    or None). The step that completes a stop string finishes with the text cut before it.
+
+    ``take_back`` (vLLM <= 0.3): the text so far includes the start of a stop string until the stop is
+    complete, so the last output is shorter than the one before. Otherwise (vLLM >= 0.4), the end of the
+    text that could begin a stop string is held back until the string is complete or ruled out.
+
+    >>> vllm_steps("今天天气好", 10, ["天气"], take_back=True)
+    [('今', None), ('今天', None), ('今天天', None), ('今天', 'stop')]
+    >>> vllm_steps("今天天气好", 10, ["天气"], take_back=False)
+    [('今', None), ('今', None), ('今天', None), ('今天', 'stop')]
+    """
+    stops = [s for s in stop if s]
+    steps: list[tuple[str, str | None]] = []
+    so_far = ""
+    tokens = tokenize(text)
+    for index, token in enumerate(tokens):
+        so_far += token
+        hits = [so_far.find(s) for s in stops if s in so_far]
+        if hits:
+            steps.append((so_far[: min(hits)], "stop"))
+            return steps
+        done = index + 1 == max_tokens or index + 1 == len(tokens)
+        reason = ("length" if index + 1 == max_tokens else "stop") if done else None
+        if take_back or done:
+            steps.append((so_far, reason))
+        else:
+            held = max((n for s in stops for n in range(1, len(s)) if so_far.endswith(s[:n])), default=0)
+            steps.append((so_far[: len(so_far) - held], None))
+        if done:
+            return steps
+    return steps
+
+
 class VllmStandIn(_StandIn):
-    """The vLLM backend's contract (PROTOCOLS.md section 1): ``execute`` returns at once and each
-    request is generated on its own thread, so one instance serves many requests, as vLLM does."""
+    """The vLLM backend's contract (docs/protocols.md section 1), release by release (``vllm_release`` in the
+    config's parameters, default r24.12; docs/protocols.md lists what each release does):
+
+    - r23.10-r24.02 (vLLM <= 0.3): every response, streamed or not, carries the prompt and all text so
+      far; a stop string's start is streamed, then taken back.
+    - r23.10-r24.01: a separate empty final response ends every request (after an error or a
+      cancellation too); r24.02+: the final flag sits on the last text response (or the error).
+    - r24.03+: streamed responses carry the new text only; ``exclude_input_in_output``.
+    - r24.02-r24.07: a cancelled stream gets no further response at all; r24.08+: a CANCELLED error.
+    - r24.12+: the ``return_*`` outputs; r25.01+: bad ``sampling_parameters`` fail as
+      ``'NoneType' object has no attribute 'lora_name'`` (the reason goes to the log only).
+
+    ``execute`` returns at once and each request is generated on its own thread, so one instance serves
+    many requests, as vLLM does."""
 
     def initialize(self, args: dict[str, Any]) -> None:
         super().initialize(args)
-        self.cumulative = "exclude_input_in_output" not in self.inputs  # r23.10-r24.02
+        setting = self.config.get("parameters", {}).get("vllm_release", {}).get("string_value") or "r24.12"
+        self.release = release(setting)
+        self.cumulative = self.release < (24, 3)  # vLLM <= 0.3: prompt + all text so far
+        self.empty_final = self.release < (24, 2)
 
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
@@ -440,62 +501,79 @@ class VllmStandIn(_StandIn):
     def _serve(self, request: Any) -> None:
         sender = request.get_response_sender()
         final = self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        last = 0 if self.empty_final else final
         try:
             self._generate(request, sender.send)
         except _Cancelled:
-            sender.send(self._error("Request was cancelled", cancelled=True), flags=final)
+            if self.release >= (24, 8):
+                sender.send(self._error("Request was cancelled", cancelled=True), flags=final)
+            # r24.02-r24.07: nothing more is sent; r23.10-r24.01: the empty final response below
         except Exception as e:  # noqa: BLE001 - the backend answers every failure with an error response
+            self.logger.log_error(f"[vllm] Error generating stream: {e}")
             response = self.pb.InferenceResponse(
                 output_tensors=[self.pb.Tensor("text_output", self._bytes(["N/A"]))],
                 error=self.pb.TritonError(f"Error generating stream: {e}"),
             )
-            sender.send(response, flags=final)
+            sender.send(response, flags=last)
+        if self.empty_final:
+            sender.send(flags=final)
 
     def _generate(self, request: Any, send: Callable[..., None]) -> None:
-        final = self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        final = 0 if self.empty_final else self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         raw = self._value(request, "text_input")
         prompt = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
         stream = bool(self._value(request, "stream") or False)
-        exclude = self._value(request, "exclude_input_in_output")
+        exclude = self._value(request, "exclude_input_in_output") if self.release >= (24, 3) else None
         prepend = (not exclude) if exclude is not None else not stream
-        if prepend and stream and exclude is not None:
+        if self.release >= (24, 3) and prepend and stream:
             raise ValueError("When streaming, `exclude_input_in_output` = False is not allowed.")
+        if self.cumulative:
+            prepend = True
         params = self._sampling_parameters(request)
         stop = params.get("stop") or []
         stop = [stop] if isinstance(stop, str) else list(stop)
         max_tokens = params.get("max_tokens", VLLM_DEFAULT_MAX_TOKENS)
-        text = answer(prompt, self.model_name, guide=structured_guide(params))
-        tokens, reason = generate(text, max_tokens, stop, keep_stop=False)
-        asked = {name: bool(self._value(request, f"return_{name}") or False) for name in _VLLM_EXTRA_OUTPUTS}
-        counts = (len(tokenize(prompt)), 0)
+        steps = vllm_steps(
+            answer(prompt, self.model_name, guide=structured_guide(params)), max_tokens, stop, take_back=self.cumulative
+        )
+        asked = {
+            name: self.release >= (24, 12) and bool(self._value(request, f"return_{name}") or False)
+            for name in _VLLM_EXTRA_OUTPUTS
+        }
+        num_input = len(tokenize(prompt))
         if not stream:
-            for _ in self._pace(request, prompt, tokens):
+            for _ in self._pace(request, prompt, steps):
                 pass
-            text = (prompt if prepend else "") + "".join(tokens)
-            send(self._response(text, asked, counts[0], len(tokens), reason), flags=final)
+            text, reason = steps[-1]
+            send(self._response((prompt if prepend else "") + text, asked, num_input, len(steps), reason), flags=final)
             return
-        text = prompt if self.cumulative else ""
-        for index, token in self._pace(request, prompt, tokens):
-            text = text + token if self.cumulative else token
-            last = index == len(tokens) - 1
-            flags = final if last and not self.cumulative else 0
-            send(self._response(text, asked, counts[0], 1, reason if last else None), flags=flags)
-        if self.cumulative or not tokens:
-            send(flags=final)  # the older backend's separate, empty final response
+        sent = 0  # characters of the text so far already sent (delta releases)
+        for index, (text, reason) in self._pace(request, prompt, steps):
+            delta = prompt + text if self.cumulative else text[sent:]
+            sent = max(sent, len(text))
+            flags = final if index == len(steps) - 1 else 0
+            send(self._response(delta, asked, num_input, 1, reason), flags=flags)
 
     def _sampling_parameters(self, request: Any) -> dict[str, Any]:
         raw = self._value(request, "sampling_parameters")
         text = raw.decode("utf-8") if isinstance(raw, bytes) else (request.parameters() if raw is None else str(raw))
         params = {k: v for k, v in json.loads(text or "{}").items() if v is not None}
-        for key in params:
-            if key not in SAMPLING_KEYS:
-                raise TypeError(f"Unexpected keyword argument '{key}'")
-        max_tokens = params.get("max_tokens", VLLM_DEFAULT_MAX_TOKENS)
-        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {max_tokens!r}.")
-        stop = params.get("stop")
-        if stop is not None and not (isinstance(stop, str) or all(isinstance(s, str) for s in stop)):
-            raise ValueError(f"stop must be a str or a list of str, got {stop!r}.")
+        try:
+            for key in params:
+                if key not in SAMPLING_KEYS:
+                    raise TypeError(f"Unexpected keyword argument '{key}'")
+            max_tokens = params.get("max_tokens", VLLM_DEFAULT_MAX_TOKENS)
+            if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+                raise ValueError(f"max_tokens must be at least 1, got {max_tokens!r}.")
+            stop = params.get("stop")
+            if stop is not None and not (isinstance(stop, str) or all(isinstance(s, str) for s in stop)):
+                raise ValueError(f"stop must be a str or a list of str, got {stop!r}.")
+        except (TypeError, ValueError) as e:
+            if self.release < (25, 1):
+                raise
+            # r25.01+: TritonSamplingParams.from_dict logs the reason and returns None
+            self.logger.log_error(f"[vllm] Was trying to create `TritonSamplingParams`, but got exception: {e}")
+            raise AttributeError("'NoneType' object has no attribute 'lora_name'") from None
         return params
 
     def _response(self, text: str, asked: dict[str, bool], num_input: int, num_output: int, reason: str | None) -> Any:
@@ -519,19 +597,48 @@ class VllmStandIn(_StandIn):
 _VLLM_EXTRA_OUTPUTS = ("finish_reason", "num_input_tokens", "num_output_tokens", "cumulative_logprob", "logprobs")
 
 
+_SPECIAL_TOKEN = re.compile(r"<\|[^|<>]*\|>")
+
+
+def decode_skipping_special_tokens(text: str) -> str:
+    """``text`` as a tokenizer's ``decode(..., skip_special_tokens=True)`` gives it back: the special
+    markers (``<|im_start|>``, ``<|eot_id|>``...) are gone, what was between them stays.
+
+    >>> decode_skipping_special_tokens("<|im_start|>user\\n你好<|im_end|>\\n<|im_start|>assistant\\n")
+    'user\\n你好\\nassistant\\n'
+    """
+    return _SPECIAL_TOKEN.sub("", text)
+
+
 class TrtllmStandIn(_StandIn):
-    """TensorRT-LLM's ``ensemble``/``tensorrt_llm_bls`` contract (PROTOCOLS.md section 2): a batch axis;
-    ``max_tokens`` (or ``request_output_len``) required. Decoupled configs stream deltas when ``stream``
-    is true; otherwise one response per request carries the whole text (the prompt first, unless
-    ``exclude_input_in_output``)."""
+    """TensorRT-LLM's ``ensemble``/``tensorrt_llm_bls`` contract (docs/protocols.md section 2), as its
+    preprocessing, tensorrt_llm, postprocessing chain answers (``trtllm_release`` in the config's
+    parameters, default v0.20; docs/protocols.md lists what each release does): a batch axis;
+    ``max_tokens`` required; each input under the name its config declares.
+
+    - Not streaming, one response carries the whole text. Unless excluded (the request's
+      ``exclude_input_in_output``, v0.19+, or else the engine's parameter, ``engine_exclude_input_in_output``
+      here, default false), the engine returns the prompt's tokens first, which the postprocessing
+      decodes: with ``skip_special_tokens`` (v0.7+) the echo has lost its special markers; v0.5 decodes
+      them as they are.
+    - Streaming (decoupled, ``stream`` true): each response carries the new text (the ensemble), or all
+      text so far with the ``accumulate_tokens`` parameter (the BLS); never the prompt.
+    - Decoupled: a separate empty response carries the final flag (as the BLS sends it; for the ensemble,
+      Triton's scheduler sends the flag: assumed the same, not checked against a real one).
+    - Stop words end the text and stay in it. No usage and no finish reason before v0.20."""
 
     def initialize(self, args: dict[str, Any]) -> None:
         super().initialize(args)
-        setting = self.config.get("parameters", {}).get("accumulate_tokens", {}).get("string_value", "")
+        parameters = self.config.get("parameters", {})
+        setting = parameters.get("accumulate_tokens", {}).get("string_value", "")
         self.accumulate = setting.lower() == "true"  # tensorrt_llm_bls: cumulative streaming
+        self.release = release(parameters.get("trtllm_release", {}).get("string_value") or "v0.20")
+        excluded = parameters.get("engine_exclude_input_in_output", {}).get("string_value", "false")
+        self.engine_excludes = excluded.lower() == "true"
 
     def execute(self, requests: list[Any]) -> list[Any] | None:
         decoupled = self.config.get("model_transaction_policy", {}).get("decoupled", False)
+        final = self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         responses = []
         for request in requests:
             try:
@@ -542,8 +649,9 @@ class TrtllmStandIn(_StandIn):
             except Exception as e:  # noqa: BLE001 - the error goes back to the client
                 message = "Request was cancelled" if isinstance(e, _Cancelled) else str(e)
                 if decoupled:
-                    final = self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-                    request.get_response_sender().send(self._error(message), flags=final)
+                    sender = request.get_response_sender()
+                    sender.send(self._error(message))
+                    sender.send(flags=final)
                 else:
                     responses.append(self._error(message))
         return None if decoupled else responses
@@ -564,24 +672,22 @@ class TrtllmStandIn(_StandIn):
         prompt, tokens, _ = self._read(request)
         for _ in self._pace(request, prompt, tokens):
             pass
-        echo = not bool(self._value(request, "exclude_input_in_output") or False)
+        excluded = self._value(request, "exclude_input_in_output")
+        echo = not (bool(excluded) if excluded is not None else self.engine_excludes)
+        if echo and self.release >= (0, 7):
+            prompt = decode_skipping_special_tokens(prompt)
         text = (prompt if echo else "") + "".join(tokens)
         return self.pb.InferenceResponse([self.pb.Tensor("text_output", self._bytes([text], (1, 1)))])
 
     def _stream(self, request: Any, sender: Any) -> None:
         final = self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         if not bool(self._value(request, "stream") or False):
-            sender.send(self._respond(request), flags=final)
+            sender.send(self._respond(request))
+            sender.send(flags=final)
             return
         prompt, tokens, _ = self._read(request)
         text = ""
-        try:
-            for index, token in self._pace(request, prompt, tokens):
-                text = text + token if self.accumulate else token
-                out = self.pb.Tensor("text_output", self._bytes([text], (1, 1)))
-                sender.send(self.pb.InferenceResponse([out]), flags=final if index == len(tokens) - 1 else 0)
-        except _Cancelled:
-            sender.send(self._error("Request was cancelled", cancelled=True), flags=final)
-            return
-        if not tokens:
-            sender.send(flags=final)
+        for _, token in self._pace(request, prompt, tokens):
+            text = text + token if self.accumulate else token
+            sender.send(self.pb.InferenceResponse([self.pb.Tensor("text_output", self._bytes([text], (1, 1)))]))
+        sender.send(flags=final)

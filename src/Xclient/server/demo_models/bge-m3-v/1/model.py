@@ -1,4 +1,4 @@
-# Stand-in for the deployed bge-m3 (PROTOCOLS.md section 4), backed by the real all-MiniLM-L6-v2.
+# Stand-in for the deployed bge-m3 (docs/protocols.md section 4), backed by the real all-MiniLM-L6-v2.
 # dense_vecs: the normalized mean-pooled sentence vector (384 floats);
 # sparse_vecs: per text, a UTF-8 JSON object {token id: weight}, with character-level keys for the CJK
 # characters MiniLM does not know (see Xclient.server._minilm.lexical_weights).

@@ -1,4 +1,4 @@
-# Stand-in for the deployed bge-reranker-v2-m3 (PROTOCOLS.md section 5): per sample, query [1] and
+# Stand-in for the deployed bge-reranker-v2-m3 (docs/protocols.md section 5): per sample, query [1] and
 # passages [N] -> score [N], raw logits 10 * (cos(query, passage) - 0.3) with all-MiniLM-L6-v2 vectors,
 # the cosine blended with the share of the query's Chinese characters a passage has when the query has
 # any (see Xclient.server._minilm.rerank_logits). A similarity, not a trained cross-encoder.
