@@ -263,7 +263,7 @@ def test_a_connection_lost_after_data_came_is_never_retried(monkeypatch):
 
 
 class _FakeBackend:
-    def request(self, prompt: str, sampling: Any, *, stream: bool) -> Any:
+    def request(self, prompt: str, sampling: Any, *, stream: bool, turns: Any = None) -> Any:
         return engine_module.TritonRequest({})
 
     def read(self, outputs: dict[str, Any]) -> Any:

@@ -346,3 +346,38 @@ class TestChatMetaLMFastDeployIntegration(ChatModelIntegrationTests):
     @property
     def model_override_value(self) -> str:
         return SLOW
+
+
+# -- the command line, as fdclient users type it ----------------------------------------------------
+
+
+def test_fastdeploy_model_url_is_the_llm_commands_server_and_model_as_for_fdclient(triton_server):
+    from tests.test_cli import run_module, subprocess_env
+
+    host, port = grpc_address(triton_server)
+    env = subprocess_env(FASTDEPLOY_MODEL_URL=f"{host}:{port}")
+    for command in ("generate", "stream_generate"):  # stream_generate: fdclient's name
+        done = run_module(command, "你好", "--json", env=env)
+        assert done.code == 0, done.err
+        reply = json.loads(done.out)
+        assert reply["model"] == MODEL and reply["text"] == expected(("user", "你好"))
+        assert reply["finish_reason"] == "stop" and reply["usage"]["output_tokens"] == len(tokenize(reply["text"]))
+    # --url, XCLIENT_URL and XCLIENT_MODEL still win over it
+    other = run_module("generate", "你好", "--json", "--url", triton_server.url("grpc"), env=env)
+    assert json.loads(other.out)["model"] == "Qwen2-0.5B-Instruct"
+    env_url = run_module("generate", "你好", "--json", env={**env, "XCLIENT_URL": triton_server.url("http")})
+    assert json.loads(env_url.out)["model"] == "Qwen2-0.5B-Instruct"
+    slow = run_module("generate", "你好", "--json", "--max-tokens", "3", env={**env, "XCLIENT_MODEL": SLOW})
+    assert json.loads(slow.out)["text"] == "".join(tokenize(expected(("user", "你好"), model=SLOW))[:3])
+
+
+def test_xclient_chat_on_fastdeploy_sends_the_turns_for_the_servers_template(triton_server):
+    from tests.test_cli import run_module, subprocess_env
+
+    host, port = grpc_address(triton_server)
+    env = subprocess_env(FASTDEPLOY_MODEL_URL=f"{host}:{port}")
+    done = run_module("chat", "--system", "简洁", "--no-stream", input="你好\n再说一遍\n/exit\n", env=env)
+    assert done.code == 0, done.err
+    first = expected(("user", "你好"), system="简洁")
+    second = expected(("user", "你好"), ("assistant", first), ("user", "再说一遍"), system="简洁")
+    assert first in done.out and second in done.out and "第2轮" in second

@@ -135,14 +135,20 @@ def _epilog(lines: Sequence[str]) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
+class DefaultUrl(str):
+    """``--url``'s default (``XCLIENT_URL``, else the default URL): a type of its own, so that a command
+    can tell the default from a URL given on the command line."""
+
+
 def add_connection_options(parser: argparse.ArgumentParser, *, url_help: str | None = None) -> None:
     """``--url``, ``--api-key`` and ``--timeout``; ``url_help`` replaces the default (from the environment)."""
     group = parser.add_argument_group("connection")
     if url_help is None:
         group.add_argument(
             "--url",
-            default=env(ENV_URL, DEFAULT_URL),
-            help=f"http(s)://host:port or grpc(s)://host:port, no scheme: HTTP (env {ENV_URL}; default {DEFAULT_URL})",
+            default=DefaultUrl(env(ENV_URL, DEFAULT_URL)),
+            help=f"http(s)://host:port or grpc(s)://host:port; no scheme: gRPC on port 8001, HTTP otherwise "
+            f"(env {ENV_URL}; default {DEFAULT_URL})",
         )
     else:
         group.add_argument("--url", default=None, help=url_help)

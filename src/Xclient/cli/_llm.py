@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import XclientValueError
-from ._app import DEMO_LLM, ENV_MODEL, Commands, Context, env
+from ._app import DEMO_LLM, ENV_MODEL, ENV_URL, Commands, Context, DefaultUrl, env
 from ._inputs import read_text_file
 from ._output import is_tty
 
@@ -43,25 +43,30 @@ EXIT_COMMANDS = ("/exit", "/quit", "/bye")
 
 
 def add_commands(commands: Commands) -> None:
-    generate = commands.add(
-        "generate",
-        _generate,
-        help="generate an answer to one prompt with an LLM, streamed as it comes",
-        examples=[
-            "xclient generate '用一句话介绍 Triton'",
-            "xclient generate Qwen2-0.5B-Instruct 'Tell me a joke' --max-tokens 64 --temperature 0.7",
-            "echo '你好' | xclient generate --json --url grpc://gpu-box:8001",
-            "echo '你好' | xclient generate Qwen2-0.5B-Instruct -",
-        ],
-        json="one JSON object: model, text, finish_reason, usage",
-    )
-    generate.add_argument(
-        "words",
-        nargs="*",
-        metavar="[MODEL] PROMPT",
-        help="the model (optional, as in `ollama run MODEL PROMPT`) and the prompt (-, or none: all of stdin)",
-    )
-    _add_llm_options(generate)
+    # `stream_generate` is the name FastDeploy's fdclient gives the same command.
+    for name, help in (
+        ("generate", "generate an answer to one prompt with an LLM, streamed as it comes"),
+        ("stream_generate", "the same as generate (fdclient's name for it)"),
+    ):
+        generate = commands.add(
+            name,
+            _generate,
+            help=help,
+            examples=[
+                f"xclient {name} '用一句话介绍 Triton'",
+                f"xclient {name} Qwen2-0.5B-Instruct 'Tell me a joke' --max-tokens 64 --temperature 0.7",
+                f"echo '你好' | xclient {name} --json --url grpc://gpu-box:8001",
+                f"FASTDEPLOY_MODEL_URL=gpu-box:8001 xclient {name} '你好'  # FastDeploy's server and model",
+            ],
+            json="one JSON object: model, text, finish_reason, usage",
+        )
+        generate.add_argument(
+            "words",
+            nargs="*",
+            metavar="[MODEL] PROMPT",
+            help="the model (optional, as in `ollama run MODEL PROMPT`) and the prompt (-, or none: all of stdin)",
+        )
+        _add_llm_options(generate)
 
     chat = commands.add(
         "chat",
@@ -100,22 +105,34 @@ def _add_llm_options(parser: argparse.ArgumentParser) -> None:
 # -- the model and its settings: one place ----------------------------------------------------------
 
 
+#: FastDeploy's client (``fdclient``) reads its server, ``host:port`` (gRPC), from this variable.
+ENV_FASTDEPLOY_URL = "FASTDEPLOY_MODEL_URL"
+#: FastDeploy's model name, the default model when the server comes from FASTDEPLOY_MODEL_URL.
+FASTDEPLOY_MODEL = "model"
+
+
 def llm_target(ctx: Context, positional_model: str | None) -> tuple[str, Settings]:
     """Where an LLM command goes, decided in this one place: the model (positional, else ``--model``,
     else ``XCLIENT_MODEL``, else the demo LLM) and how to reach the server (``--url``, ``--api-key``,
-    ``--timeout``, ``--model-version``)."""
+    ``--timeout``, ``--model-version``). With neither ``--url`` nor ``XCLIENT_URL``, FastDeploy's
+    ``FASTDEPLOY_MODEL_URL`` (``host:port``, gRPC) is the server, and its model ``model`` the default, as
+    ``fdclient`` has them."""
     from ..llms._engine import Settings
 
     args, connection = ctx.args, ctx.connection
     if positional_model is not None and args.model is not None and positional_model != args.model:
         raise XclientValueError(f"two models given: {positional_model!r} and --model {args.model!r}; give one")
-    model = positional_model or args.model or env(ENV_MODEL, DEMO_LLM) or DEMO_LLM
-    timeouts: dict[str, float] = {}
+    default_model = DEMO_LLM
+    fastdeploy = env(ENV_FASTDEPLOY_URL)
+    if fastdeploy and isinstance(args.url, DefaultUrl) and env(ENV_URL) is None:
+        address = fastdeploy.strip()
+        connection = dataclasses.replace(connection, url=address if "://" in address else f"grpc://{address}")
+        default_model = FASTDEPLOY_MODEL
+    model = positional_model or args.model or env(ENV_MODEL, default_model) or default_model
+    options: dict[str, Any] = {"model_version": args.model_version, "api_key": connection.api_key}
     if connection.timeout_s is not None:
-        timeouts = {"init_timeout_s": connection.timeout_s, "timeout_s": connection.timeout_s}
-    settings = Settings(
-        server_url=connection.url, model_version=args.model_version, api_key=connection.api_key, **timeouts
-    )
+        options.update(init_timeout_s=connection.timeout_s, inference_timeout_s=connection.timeout_s)
+    settings = Settings(server_url=connection.url, options=options)
     return model, settings
 
 
@@ -127,6 +144,7 @@ class Generator:
     template: ChatTemplate
     sampling: Any  # llms._backends.Sampling
     engine: Engine
+    chosen_template: bool = False  # --chat-template given: the chat is rendered client-side for every backend
 
     @classmethod
     def of(cls, ctx: Context, positional_model: str | None) -> Generator:
@@ -146,14 +164,20 @@ class Generator:
             settings=sampling_settings({"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k}),
             stop=tuple(dict.fromkeys(s for s in stops if s)),
         )
-        return cls(model, template, sampling, Engine(settings))
+        return cls(model, template, sampling, Engine(settings), chosen_template=args.chat_template is not None)
 
     def pieces(self, messages: Messages, *, stream: bool) -> Iterator[Any]:
         """The answer's text pieces as they come, then its ``Ending`` (closing this iterator early cancels
         the request on the server)."""
         from ..llms._engine import Call, run
 
-        call = Call(model=self.model, prompt=self.template.render(messages), sampling=self.sampling, stream=stream)
+        call = Call(
+            model=self.model,
+            prompt=self.template.render(messages),
+            sampling=self.sampling,
+            stream=stream,
+            turns=None if self.chosen_template else tuple(messages),  # for a backend with its own (FastDeploy)
+        )
         return run(self.engine, call)
 
     def close(self) -> None:

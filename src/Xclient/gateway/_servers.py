@@ -68,9 +68,11 @@ class Server:
         self.engine = Engine(
             Settings(
                 server_url=self.url,
-                api_key=options.api_key,
-                init_timeout_s=options.init_timeout_s,
-                timeout_s=options.timeout_s,
+                options={
+                    "api_key": options.api_key,
+                    "init_timeout_s": options.init_timeout_s,
+                    "inference_timeout_s": options.timeout_s,
+                },
             )
         )
         self._adapters: dict[str, Any] = {}

@@ -73,7 +73,8 @@ class Settings:
         """The generate clients' options: the same, with the inference deadline as their ``timeout_s``."""
         options = dict(self.options)
         options.pop("retries", None)
-        options["timeout_s"] = options.pop("inference_timeout_s")
+        if "inference_timeout_s" in options:
+            options["timeout_s"] = options.pop("inference_timeout_s")
         return options
 
 
