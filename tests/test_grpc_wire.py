@@ -187,7 +187,8 @@ def test_a_grpc_call_to_a_server_that_stays_down_fails_within_its_deadline_as_un
 @pytest.mark.parametrize("kind", GRPC_CLIENTS)
 def test_an_unknown_model_still_fails_at_once_on_a_channel_that_waits_for_reconnects(live, kind):
     config = {**(STREAM_CONFIG if kind in STREAMING else PARAMS_CONFIG), "name": "no_such_model"}
-    client = Driver(kind, live.grpc_url, "no_such_model", model_config=config, inference_timeout_s=DEADLINE_S)
+    options = {"model_config": config, "ensure_model_is_ready": False, "inference_timeout_s": DEADLINE_S}
+    client = Driver(kind, live.grpc_url, "no_such_model", **options)
     client.wait(client.client.wait_for_server(5.0))  # the channel has answered: calls now wait for reconnects
     started = time.monotonic()
     with pytest.raises(ModelUnavailableError):

@@ -34,6 +34,32 @@ FINAL_PARAMETER = "triton_final_response"
 _PARAMETER_FIELDS = {str: "string_param", bool: "bool_param", int: "int64_param", float: "double_param"}
 
 
+#: How soon a channel tries to connect again after losing its server, and at the most how long it waits
+#: between tries (gRPC's own default grows to 120 s): a call made after a server restart waits for the
+#: reconnect within its deadline, so the wait between tries must stay short.
+RECONNECT_BACKOFF_MS = (100, 1000)
+
+
+def channel_args() -> list[tuple[str, Any]]:
+    """The gRPC channel options: ``tritonclient``'s (message sizes up to 2 GiB, its keepalive defaults),
+    plus a short reconnect backoff (:data:`RECONNECT_BACKOFF_MS`)."""
+    from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
+
+    keepalive = KeepAliveOptions()
+    first, most = RECONNECT_BACKOFF_MS
+    return [
+        ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+        ("grpc.initial_reconnect_backoff_ms", first),
+        ("grpc.min_reconnect_backoff_ms", first),
+        ("grpc.max_reconnect_backoff_ms", most),
+    ]
+
+
 def _pb() -> Any:
     from tritonclient.grpc import service_pb2
 

@@ -339,7 +339,11 @@ def _http_ssl_options(tls: TlsOptions) -> dict[str, str] | None:
 
 
 def _grpc_tls_kwargs(url: ServerUrl, tls: TlsOptions) -> dict[str, Any]:
+    """The ``tritonclient`` gRPC client's options: TLS, and the channel's (:func:`~._grpc_wire.channel_args`)."""
+    from ._grpc_wire import channel_args
+
     return {
+        "channel_args": channel_args(),
         "ssl": url.tls,
         "root_certificates": tls.ca_certs,
         "private_key": tls.client_key,
