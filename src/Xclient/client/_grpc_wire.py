@@ -35,7 +35,7 @@ _PARAMETER_FIELDS = {str: "string_param", bool: "bool_param", int: "int64_param"
 
 
 #: How soon a channel tries to connect again after losing its server, and at the most how long it waits
-#: between tries (gRPC's own default grows to 120 s): a call made after a server restart waits for the
+#: between tries (gRPC's own default: 1 s, growing to 120 s): a call made after a server restart waits for the
 #: reconnect within its deadline, so the wait between tries must stay short.
 RECONNECT_BACKOFF_MS = (100, 1000)
 
@@ -55,8 +55,9 @@ def channel_args() -> list[tuple[str, Any]]:
         ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
         ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
         ("grpc.initial_reconnect_backoff_ms", first),
-        ("grpc.min_reconnect_backoff_ms", first),
         ("grpc.max_reconnect_backoff_ms", most),
+        # not grpc.min_reconnect_backoff_ms: it is also each connection attempt's deadline (20 s), which a
+        # slow TLS handshake, or a server that accepts but never answers, needs
     ]
 
 
