@@ -207,20 +207,16 @@ class Stubs(_Stubs):
     """Over a sync ``grpc`` channel."""
 
     def infer(self, request: Any, *, timeout_s: float, metadata: Any) -> Any:
-        """One ``ModelInfer`` call; a gRPC error is raised as :func:`rpc_failure` makes it."""
+        """One ``ModelInfer`` call; a gRPC error is raised as :func:`rpc_failure` makes it (the inference
+        that called it drops the tracebacks of the whole chain, so no frame or channel is kept)."""
         import grpc
 
         try:
             response = self._infer(request, timeout=timeout_s, metadata=metadata, wait_for_ready=self.wait_for_ready)
         except grpc.RpcError as e:
-            error = self._failure(e)
-        else:
-            self.wait_for_ready = True
-            return response
-        try:
-            raise error  # outside the handler: the gRPC error's frames are not kept as __context__
-        finally:
-            del error  # nor does this frame keep the error (a cycle through its traceback)
+            raise self._failure(e) from None
+        self.wait_for_ready = True
+        return response
 
 
 class AsyncStubs(_Stubs):
@@ -230,17 +226,13 @@ class AsyncStubs(_Stubs):
         import grpc
 
         try:
-            call = self._infer(request, timeout=timeout_s, metadata=metadata, wait_for_ready=self.wait_for_ready)
-            response = await call
+            response = await self._infer(
+                request, timeout=timeout_s, metadata=metadata, wait_for_ready=self.wait_for_ready
+            )
         except grpc.RpcError as e:
-            error = self._failure(e)
-        else:
-            self.wait_for_ready = True
-            return response
-        try:
-            raise error  # as Stubs.infer
-        finally:
-            del error
+            raise self._failure(e) from None
+        self.wait_for_ready = True
+        return response
 
 
 def rpc_failure(exc: BaseException, waited_on: Any = None, address: str | None = None) -> BaseException:
