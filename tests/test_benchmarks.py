@@ -15,7 +15,14 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-GROUP_TITLES = ("1. Sync latency", "1b. Sync latency, one 4 MB FP32 tensor", "2. Throughput", "3. Streaming", "5. Cold start", "6. Client-side cost")
+GROUP_TITLES = (
+    "1. Sync latency",
+    "1b. Sync latency, one 4 MB FP32 tensor",
+    "2. Throughput",
+    "3. Streaming",
+    "5. Cold start",
+    "6. Client-side cost",
+)
 
 
 @pytest.mark.timeout(300)
