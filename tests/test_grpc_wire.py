@@ -215,3 +215,20 @@ def test_a_grpc_client_given_the_http_port_says_to_use_http(live, kind, given_co
 
 def _text_input() -> dict[str, Any]:
     return {"name": "text", "data_type": "TYPE_STRING", "dims": [1]}
+
+
+def test_one_module_builds_and_reads_every_grpc_inference_message():
+    # The duplicates tool finds copies after the fact; this pins the rule itself: the protobuf of an
+    # inference (unary or stream) is built and read in _grpc_wire.py only.
+    import pathlib
+
+    import Xclient
+
+    root = pathlib.Path(Xclient.__file__).parent
+    markers = ("ModelInferRequest(", "raw_input_contents", "raw_output_contents", "InferResult(")
+    users = {
+        path.relative_to(root).as_posix()
+        for path in root.rglob("*.py")
+        if any(marker in path.read_text(encoding="utf-8") for marker in markers)
+    }
+    assert users == {"client/_grpc_wire.py"}
