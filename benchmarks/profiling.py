@@ -78,13 +78,24 @@ def sketch(protocol: str, config: Any, stub: Any, awaited: bool) -> Callable[[],
     of the client around it: the floor of what ``infer_sample`` can cost once the config is known. The
     deadline goes to tritonclient on gRPC (``client_timeout``) and to ``asyncio.timeout`` for asyncio HTTP."""
     from Xclient.client._coding import finish_response, prepare_request
-    from Xclient.client._transport import _http_outputs, _infer_inputs, grpc_outputs
+    from Xclient.client._grpc_wire import build_request, read_outputs
+    from Xclient.client._transport import _http_outputs, _infer_inputs
 
     module = c.tritonclient_module(protocol)
-    outputs = grpc_outputs if protocol == "grpc" else _http_outputs
+    outputs = _http_outputs
     kwargs: dict[str, Any] = {"headers": None, "model_version": "", "parameters": None}
-    if protocol == "grpc":
-        kwargs["client_timeout"] = 60.0
+    if protocol == "grpc":  # Xclient's own protobuf coding, around the stub's answer
+        response = stub.result.get_response()
+
+        def sync_call() -> Any:
+            request = prepare_request(config, (c.SAMPLE,), {}, batch=False)
+            build_request(c.ECHO_MODEL, "", request.inputs, None)
+            return finish_response(read_outputs(response), request)
+
+        async def grpc_async_call() -> Any:
+            return sync_call()
+
+        return grpc_async_call if awaited else sync_call
 
     def sync_call() -> Any:
         request = prepare_request(config, (c.SAMPLE,), {}, batch=False)
@@ -95,8 +106,6 @@ def sketch(protocol: str, config: Any, stub: Any, awaited: bool) -> Callable[[],
     async def async_call() -> Any:
         request = prepare_request(config, (c.SAMPLE,), {}, batch=False)
         call = stub.infer(c.ECHO_MODEL, _infer_inputs(module.InferInput, request.inputs), **kwargs)
-        if protocol == "grpc":
-            return finish_response(outputs(await call), request)
         if not hasattr(asyncio, "timeout"):  # Python 3.10
             return finish_response(outputs(await asyncio.wait_for(call, 60.0)), request)
         async with asyncio.timeout(60.0):
@@ -118,7 +127,11 @@ def sync_paths(protocol: str, url: str) -> dict[str, Callable[[], Any]]:
     pytriton._infer_client = stub
     xclient = ModelClient(url, c.ECHO_MODEL)
     xclient.infer_sample(c.SAMPLE)
-    xclient._transport()._client = lambda timeout_s: stub  # type: ignore[method-assign]
+    transport = xclient._transport()
+    transport._client = lambda timeout_s: stub  # type: ignore[method-assign]
+    if protocol == "grpc":  # inference goes over the transport's own stubs: answer there
+        answer = stub.result.get_response()
+        transport.stubs._infer = lambda request, **kwargs: answer
     raw.close()
     return {
         "raw tritonclient": c.raw_echo(protocol, stub),
@@ -145,8 +158,16 @@ def async_paths(protocol: str, url: str, loop: asyncio.AbstractEventLoop) -> dic
         xclient = AsyncioModelClient(url, c.ECHO_MODEL)
         await xclient.infer_sample(c.SAMPLE)
         transport = xclient._transport()
-        await transport.close()
-        transport._make_client = lambda timeout_s: stub  # type: ignore[method-assign]
+        if protocol == "grpc":  # inference goes over the transport's own stubs: answer there
+            answer = stub.result.get_response()
+
+            async def answered(request: Any, **kwargs: Any) -> Any:
+                return answer
+
+            transport.stubs._infer = answered
+        else:
+            await transport.close()
+            transport._make_client = lambda timeout_s: stub  # type: ignore[method-assign]
         return {
             "raw tritonclient aio": c.raw_aio_echo(protocol, stub),
             "PyTriton AsyncioModelClient": lambda: pytriton.infer_sample(c.SAMPLE),

@@ -190,6 +190,7 @@ def test_any_object_for_a_bytes_input_becomes_a_valid_bytes_tensor_or_is_refused
         assert deserialize_bytes_tensor(serialize_byte_tensor(tensor).item()).tolist() == tensor.reshape(-1).tolist()
     message = build_request("identity", "", request.inputs, None)  # what gRPC sends, unary and streams alike
     assert [i.datatype for i in message.inputs] == ["BYTES"] and list(message.inputs[0].shape) == list(tensor.shape)
+    assert message.raw_input_contents[0] == (serialize_byte_tensor(tensor).item() if tensor.size else b"")
 
 
 @PURE

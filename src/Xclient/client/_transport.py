@@ -331,7 +331,11 @@ MODEL_INFER_OP = "infer"
 
 
 def _grpc_tls_kwargs(url: ServerUrl, tls: TlsOptions) -> dict[str, Any]:
+    """The ``tritonclient`` gRPC client's options: TLS, and the channel's (:func:`~._grpc_wire.channel_args`)."""
+    from ._grpc_wire import channel_args
+
     return {
+        "channel_args": channel_args(),
         "ssl": url.tls,
         "root_certificates": tls.ca_certs,
         "private_key": tls.client_key,
