@@ -184,8 +184,6 @@ def test_without_the_langchain_extra_the_commands_name_it(tmp_path: Path, triton
     for argv in (
         ["embed", "你好", "--url", http],
         ["rerank", "-q", "什么是向量检索", "向量检索", "--url", http],
-        ["generate", "你好", "--url", http],  # over HTTP the LLM streams through httpx
-        ["chat", "--url", http],
         ["generate", "你好", "--chat-template", "{{ messages[0]['content'] }}", "--url", triton_server.grpc_url],
     ):
         done = _run(argv, env, stdin="你好\n")
@@ -194,11 +192,12 @@ def test_without_the_langchain_extra_the_commands_name_it(tmp_path: Path, triton
         assert "Traceback" not in done.stderr
 
 
-def test_generate_over_grpc_needs_no_langchain(tmp_path: Path, triton_server: LocalTritonServer) -> None:
-    """The LLM commands run on the engine, not on LangChain: with a built-in template over gRPC they work
-    without the extra (and so start fast: ``benchmarks/cli_start.py``)."""
-    done = _run(
-        ["generate", "你好", "--max-tokens", "5", "--url", triton_server.grpc_url], _without_langchain(tmp_path)
-    )
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_generate_needs_no_langchain(tmp_path: Path, triton_server: LocalTritonServer, protocol: str) -> None:
+    """The LLM commands run on the engine, not on LangChain: with a built-in template they work without
+    the extra over both protocols (HTTP streams on Xclient's own wire), and so start fast
+    (``benchmarks/cli_start.py``)."""
+    url = triton_server.url(protocol)
+    done = _run(["generate", "你好", "--max-tokens", "5", "--url", url], _without_langchain(tmp_path))
     assert done.returncode == 0, done.stderr
     assert done.stdout == "你好！我是\n"  # five tokens

@@ -1,4 +1,4 @@
-"""LLMs on PaddlePaddle FastDeploy's LLM serving (docs/protocols.md section 9), against the real local server.
+"""LLMs on PaddlePaddle FastDeploy's LLM serving (docs/protocols.md section 8), against the real local server.
 
 The demo model ``model`` (FastDeploy's default name) is a stand-in built from FastDeploy's
 ``triton_server.py`` and ``checker.py`` (:mod:`Xclient.server._demo_fastdeploy`): its checker's errors,

@@ -6,7 +6,7 @@ Detection (:func:`detect_backend`, overridable with ``backend=``), first match w
    ``sampling_parameters``.
 2. **TensorRT-LLM** (section 2, ``ensemble`` / ``tensorrt_llm_bls``): inputs ``text_input`` and
    ``max_tokens`` (``request_output_len`` in older versions).
-3. **FastDeploy** (section 9): a decoupled model with input ``IN`` and output ``OUT`` (BYTES, JSON).
+3. **FastDeploy** (section 8): a decoupled model with input ``IN`` and output ``OUT`` (BYTES, JSON).
 4. **A generic text model**: one BYTES input that takes the prompt and one BYTES output with the
    text; coupled or decoupled.
 
@@ -392,7 +392,7 @@ FASTDEPLOY_FIELDS = {
 
 
 class FastDeployBackend(Backend):
-    """PaddlePaddle FastDeploy's LLM serving (docs/protocols.md section 9): one JSON task per request in
+    """PaddlePaddle FastDeploy's LLM serving (docs/protocols.md section 8): one JSON task per request in
     ``IN`` (a fresh ``req_id`` each time, the prompt as ``text`` or the chat as ``messages`` + ``system``,
     the settings under FastDeploy's names), one JSON result per response in ``OUT``, ``is_end`` on the
     last one, ``error_msg`` / ``error_code`` on a failure. The server applies its own chat template.

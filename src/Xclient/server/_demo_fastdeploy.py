@@ -1,6 +1,6 @@
 """A stand-in for an LLM served by PaddlePaddle FastDeploy's LLM serving inside Triton: the Python-backend
 code behind the demo model ``model`` (FastDeploy's default name). It reproduces the serving contract of
-FastDeploy's ``llm/server/server/triton_server.py`` and ``checker.py`` (docs/protocols.md, section 9), not
+FastDeploy's ``llm/server/server/triton_server.py`` and ``checker.py`` (docs/protocols.md, section 8), not
 a language model: the answer is the demo LLM's deterministic one (:func:`Xclient.server._demo_llm.answer`),
 one token at a time.
 
