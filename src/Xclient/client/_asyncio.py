@@ -124,7 +124,7 @@ class AsyncioModelClient(AsyncClientMixin):
         parameters: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         **named_inputs: Any,
-    ) -> dict[str, np.ndarray]:
+    ) -> dict[str, np.ndarray[Any, Any]]:
         """Run one sample (see :meth:`Xclient.client.ModelClient.infer_sample`)."""
         return await self._infer((inputs, named_inputs, False, parameters, headers))
 
@@ -134,11 +134,11 @@ class AsyncioModelClient(AsyncClientMixin):
         parameters: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         **named_inputs: Any,
-    ) -> dict[str, np.ndarray]:
+    ) -> dict[str, np.ndarray[Any, Any]]:
         """Run a batch (see :meth:`Xclient.client.ModelClient.infer_batch`)."""
         return await self._infer((inputs, named_inputs, True, parameters, headers))
 
-    async def _infer(self, call: Any) -> dict[str, np.ndarray]:
+    async def _infer(self, call: Any) -> dict[str, np.ndarray[Any, Any]]:
         config = await self._get_config()
         transport = self._transport()
         inference = Inference(self, config, call, transport.calls)

@@ -34,7 +34,7 @@ _INT64 = (-(2**63), 2**63 - 1)
 class PreparedRequest:
     """Arrays ready to send, keyed by input name in config order."""
 
-    inputs: dict[str, np.ndarray]
+    inputs: dict[str, np.ndarray[Any, Any]]
     added_batch_axis: bool
 
 
@@ -112,7 +112,9 @@ def check_parameters(parameters: Mapping[str, Any] | None) -> Mapping[str, Param
     return parameters
 
 
-def finish_response(outputs: dict[str, np.ndarray], request: PreparedRequest) -> dict[str, np.ndarray]:
+def finish_response(
+    outputs: dict[str, np.ndarray[Any, Any]], request: PreparedRequest
+) -> dict[str, np.ndarray[Any, Any]]:
     """Strip the batch axis from the outputs when :func:`prepare_request` added it."""
     if request.added_batch_axis:
         return {name: array[0] if array.ndim else array for name, array in outputs.items()}
@@ -158,7 +160,7 @@ def map_arguments(config: ModelConfig, args: Sequence[Any], kwargs: Mapping[str,
     return values
 
 
-def coerce(config: ModelConfig, spec: TensorSpec, value: Any) -> np.ndarray:
+def coerce(config: ModelConfig, spec: TensorSpec, value: Any) -> np.ndarray[Any, Any]:
     """Turn ``value`` into an array of the input's dtype, refusing any cast that loses information."""
     if spec.dtype == np.dtype(np.void):
         raise _error(config, spec, "a dtype numpy can represent", f"a model input of type {spec.triton_dtype}")
@@ -180,7 +182,7 @@ def coerce(config: ModelConfig, spec: TensorSpec, value: Any) -> np.ndarray:
     return _lossless_cast(config, spec, array)
 
 
-def _lossless_cast(config: ModelConfig, spec: TensorSpec, array: np.ndarray) -> np.ndarray:
+def _lossless_cast(config: ModelConfig, spec: TensorSpec, array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     target = spec.dtype
     given = f"{array.dtype} values"
     if target.kind == "b":
@@ -217,7 +219,7 @@ def _lossless_cast(config: ModelConfig, spec: TensorSpec, array: np.ndarray) -> 
     return cast
 
 
-def _to_bytes(config: ModelConfig, spec: TensorSpec, value: Any) -> np.ndarray:
+def _to_bytes(config: ModelConfig, spec: TensorSpec, value: Any) -> np.ndarray[Any, Any]:
     """Text for a BYTES input: ``str`` becomes UTF-8; every element must be ``str`` or ``bytes``."""
     if isinstance(value, (str, bytes)):
         return np.array(_utf8(config, spec, value, ()) if isinstance(value, str) else value, dtype=_OBJECT)
@@ -263,7 +265,9 @@ def _utf8(config: ModelConfig, spec: TensorSpec, text: str, where: tuple[Any, ..
         ) from None
 
 
-def _check_shape(config: ModelConfig, spec: TensorSpec, array: np.ndarray, *, batch: bool) -> np.ndarray:
+def _check_shape(
+    config: ModelConfig, spec: TensorSpec, array: np.ndarray[Any, Any], *, batch: bool
+) -> np.ndarray[Any, Any]:
     dims = spec.shape
     if not batch and array.ndim == 0 and len(dims) == 1:
         array = array.reshape(1)  # a scalar for a [1] or [-1] input

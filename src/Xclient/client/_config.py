@@ -12,7 +12,7 @@ import numpy as np
 #: The numpy dtype of BYTES tensors (and of the text arrays sent in them).
 OBJECT_DTYPE = np.dtype(object)
 # Triton data types (config names without the TYPE_ prefix) and their numpy dtypes.
-TRITON_TO_NUMPY: dict[str, np.dtype] = {
+TRITON_TO_NUMPY: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype(np.bool_),
     "UINT8": np.dtype(np.uint8),
     "UINT16": np.dtype(np.uint16),
@@ -35,7 +35,7 @@ class TensorSpec:
     """One input or output of a model. ``shape`` excludes the batch axis; -1 means any size."""
 
     name: str
-    dtype: np.dtype
+    dtype: np.dtype[Any]
     shape: tuple[int, ...]
     optional: bool = False
     triton_dtype: str = ""

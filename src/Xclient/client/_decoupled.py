@@ -56,7 +56,7 @@ from ._loop_thread import _LOOP_THREADS
 from ._model_client import SyncClientMixin
 from ._options import ModelClientOptions
 
-Outputs = dict[str, np.ndarray]
+Outputs = dict[str, np.ndarray[Any, Any]]
 #: What infer_sample / infer_batch were given: args, named inputs, batch, parameters, headers.
 _CallArgs = tuple[tuple[Any, ...], dict[str, Any], bool, "Mapping[str, Any] | None", "Mapping[str, str] | None"]
 
@@ -465,7 +465,8 @@ def _server_exception(message: str) -> Exception:
     """A server error response as ``tritonclient`` would raise it, so ``translate_error`` maps it."""
     from tritonclient.utils import InferenceServerException
 
-    return InferenceServerException(msg=message)
+    error: Exception = InferenceServerException(msg=message)  # tritonclient is untyped
+    return error
 
 
 def _raise_if(error: XclientError | None) -> None:

@@ -113,7 +113,7 @@ class FuturesModelClient(ClientWrapper):
         self._slots = threading.BoundedSemaphore(max_queue_size) if max_queue_size else None
         self._lock = threading.Lock()  # orders submissions against close
         self._calls: _Calls | None = None  # the loop thread and what runs there: made on first use
-        self._finalizer: weakref.finalize | None = None  # stops the loop thread, once: close() or collection
+        self._finalizer: weakref.finalize[..., Any] | None = None  # stops the loop thread, once: close() or collection
         self._closed = False
         # Holds no reference to self: the loop thread keeps it.
         self._closed_error = functools.partial(closed_error, repr(self), self.model_name)
@@ -161,7 +161,7 @@ class FuturesModelClient(ClientWrapper):
         parameters: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         **named_inputs: Any,
-    ) -> Future[dict[str, np.ndarray]]:
+    ) -> Future[dict[str, np.ndarray[Any, Any]]]:
         """:meth:`ModelClient.infer_sample`, queued: one sample, the batch axis added and stripped."""
         call = self._client.infer_sample
         return self._submit(functools.partial(call, *inputs, parameters=parameters, headers=headers, **named_inputs))
@@ -172,7 +172,7 @@ class FuturesModelClient(ClientWrapper):
         parameters: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         **named_inputs: Any,
-    ) -> Future[dict[str, np.ndarray]]:
+    ) -> Future[dict[str, np.ndarray[Any, Any]]]:
         """:meth:`ModelClient.infer_batch`, queued: each input's first axis is the batch."""
         call = self._client.infer_batch
         return self._submit(functools.partial(call, *inputs, parameters=parameters, headers=headers, **named_inputs))
@@ -302,7 +302,7 @@ class _Calls:
                     return
                 call, future = following
         finally:
-            self._workers.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self._workers.discard(asyncio.current_task())
 
     async def close(self, wait: bool = True) -> None:
         """The cleanup of :meth:`_LoopThread.stop`: cancel the waiting calls unless ``wait``, wait for every

@@ -83,7 +83,7 @@ def _template(plan: RequestPlan | None, name: str, version: str, stream: bool) -
 def build_request(
     name: str,
     version: str,
-    inputs: Mapping[str, np.ndarray],
+    inputs: Mapping[str, np.ndarray[Any, Any]],
     parameters: Mapping[str, Any] | None,
     *,
     stream: bool = False,
@@ -110,7 +110,7 @@ def build_request(
     return request
 
 
-def bytes_contents(array: np.ndarray) -> bytes:
+def bytes_contents(array: np.ndarray[Any, Any]) -> bytes:
     """A BYTES tensor's raw contents: each element (C order) as a 4-byte little-endian length, then its
     bytes; ``tritonclient.utils.serialize_byte_tensor``'s format (a str element as UTF-8), without its
     per-element ``nditer`` (a tenth of the time for a short text)."""
@@ -125,13 +125,13 @@ def bytes_contents(array: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-def _datatype(dtype: np.dtype) -> str:
+def _datatype(dtype: np.dtype[Any]) -> str:
     from ._transport import triton_dtype
 
     return triton_dtype(dtype)
 
 
-def read_outputs(response: Any) -> dict[str, np.ndarray]:
+def read_outputs(response: Any) -> dict[str, np.ndarray[Any, Any]]:
     """A ``ModelInferResponse``'s outputs as numpy arrays, by name (BYTES: object arrays of bytes)."""
     raw_contents = response.raw_output_contents
     if len(raw_contents) != len(response.outputs):  # not all raw (Triton always sends raw): tritonclient reads it
@@ -139,7 +139,7 @@ def read_outputs(response: Any) -> dict[str, np.ndarray]:
 
         result = InferResult(response)
         return {tensor.name: result.as_numpy(tensor.name) for tensor in response.outputs}
-    outputs: dict[str, np.ndarray] = {}
+    outputs: dict[str, np.ndarray[Any, Any]] = {}
     for tensor, raw in zip(response.outputs, raw_contents, strict=True):
         shape = tuple(tensor.shape)
         datatype = tensor.datatype
@@ -159,7 +159,7 @@ def read_outputs(response: Any) -> dict[str, np.ndarray]:
     return outputs
 
 
-def read_stream_response(infer_response: Any) -> tuple[dict[str, np.ndarray], bool]:
+def read_stream_response(infer_response: Any) -> tuple[dict[str, np.ndarray[Any, Any]], bool]:
     """A streamed response's outputs, and whether it is flagged final."""
     flag = infer_response.parameters.get(FINAL_PARAMETER)
     return read_outputs(infer_response), flag is not None and flag.bool_param
@@ -258,10 +258,11 @@ def not_connected(details: str) -> BaseException:
     import grpc
     from tritonclient.utils import InferenceServerException
 
-    return InferenceServerException(
+    error: BaseException = InferenceServerException(  # tritonclient is untyped
         msg=f"failed to connect within the deadline, the server is down or unreachable ({details})",
         status=str(grpc.StatusCode.UNAVAILABLE),
     )
+    return error
 
 
 #: gRPC core's connectivity state READY (``grpc_connectivity_state``), as the sync channel reports it.
@@ -291,16 +292,18 @@ def hint_http_port(exc: BaseException, address: str | None) -> BaseException:
     failure path only, half a second at most): if it answers HTTP/1, say to use ``http://``."""
     from tritonclient.utils import InferenceServerException
 
+    original = exc  # typed: tritonclient is untyped, so isinstance() below makes exc Any
     if address is None or not isinstance(exc, InferenceServerException):
-        return exc
+        return original
     message = str(exc.message() or "")
     if not any(sign in message.lower() for sign in _CLOSED_AT_ONCE) or not speaks_http1(address):
-        return exc
-    return InferenceServerException(
+        return original
+    hinted: BaseException = InferenceServerException(  # tritonclient is untyped
         msg=f"{message}. This port speaks HTTP, not gRPC: use http://{address}, or the server's gRPC port",
         status=exc.status(),
         debug_details=exc.debug_details(),
     )
+    return hinted
 
 
 def speaks_http1(address: str) -> bool:

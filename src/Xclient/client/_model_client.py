@@ -129,7 +129,7 @@ class ModelClient(SyncClientMixin):
         parameters: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         **named_inputs: Any,
-    ) -> dict[str, np.ndarray]:
+    ) -> dict[str, np.ndarray[Any, Any]]:
         """Run one sample: adds the batch axis when the model batches, and strips it from the outputs.
 
         Inputs go positionally (config order) or by name, never both. Values may be numpy arrays
@@ -143,11 +143,11 @@ class ModelClient(SyncClientMixin):
         parameters: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         **named_inputs: Any,
-    ) -> dict[str, np.ndarray]:
+    ) -> dict[str, np.ndarray[Any, Any]]:
         """Run a batch: each input's first axis is the batch, at most the model's ``max_batch_size``."""
         return self._infer((inputs, named_inputs, True, parameters, headers))
 
-    def _infer(self, call: Any) -> dict[str, np.ndarray]:
+    def _infer(self, call: Any) -> dict[str, np.ndarray[Any, Any]]:
         transport = self._transport()
         inference = Inference(self, self._get_config(), call, transport.calls)
         while True:

@@ -189,13 +189,11 @@ def _connection_lost(exc: BaseException) -> bool:
     return any(cls.__name__ in _CONNECTION_LOST for cls in type(exc).__mro__)
 
 
-
-
 #: Triton's name of each numpy dtype seen so far (``np_to_triton_dtype`` is a chain of comparisons).
-_TRITON_DTYPES: dict[np.dtype, str] = {}
+_TRITON_DTYPES: dict[np.dtype[Any], str] = {}
 
 
-def triton_dtype(dtype: np.dtype) -> str:
+def triton_dtype(dtype: np.dtype[Any]) -> str:
     name = _TRITON_DTYPES.get(dtype)
     if name is None:
         from tritonclient.utils import np_to_triton_dtype
@@ -204,7 +202,7 @@ def triton_dtype(dtype: np.dtype) -> str:
     return name
 
 
-def _infer_inputs(factory: Callable[..., Any], inputs: Mapping[str, np.ndarray]) -> list[Any]:
+def _infer_inputs(factory: Callable[..., Any], inputs: Mapping[str, np.ndarray[Any, Any]]) -> list[Any]:
     tensors = []
     for name, array in inputs.items():
         tensor = factory(name, list(array.shape), triton_dtype(array.dtype))
@@ -243,7 +241,7 @@ Headers = Mapping[str, str] | None
 class Calls:
     """Builds the :class:`Op` of each server call; a protocol only says how its arguments look."""
 
-    _outputs: Callable[[Any], dict[str, np.ndarray]]
+    _outputs: Callable[[Any], dict[str, np.ndarray[Any, Any]]]
     _json_kwargs: dict[str, Any] = {}  # what makes the protocol answer with JSON dicts
 
     def __init__(self, input_factory: Callable[..., Any]) -> None:
@@ -287,7 +285,7 @@ class Calls:
         self,
         name: str,
         version: str,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, np.ndarray[Any, Any]],
         parameters: Mapping[str, Any] | None,
         *,
         timeout_s: float,
