@@ -16,20 +16,20 @@ import pytest
 
 pytest.importorskip("lagent")
 
-from lagent.actions import ActionExecutor  # noqa: E402
-from lagent.actions.base_action import BaseAction, tool_api  # noqa: E402
-from lagent.agents import ReAct  # noqa: E402
-from lagent.llms import INTERNLM2_META  # noqa: E402
-from lagent.llms.base_llm import LMTemplateParser  # noqa: E402
-from lagent.schema import ModelStatusCode  # noqa: E402
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage  # noqa: E402
+from lagent.actions import ActionExecutor
+from lagent.actions.base_action import BaseAction, tool_api
+from lagent.agents import ReAct
+from lagent.llms import INTERNLM2_META
+from lagent.llms.base_llm import LMTemplateParser
+from lagent.schema import ModelStatusCode
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from Xclient import exceptions as errors  # noqa: E402
-from Xclient.lagent import MetaTemplateParser, TritonClient  # noqa: E402
-from Xclient.llms import ChatMetaLM, MetaLM  # noqa: E402
-from Xclient.llms import _engine as engine_module  # noqa: E402
-from Xclient.llms._session_len import estimate_tokens  # noqa: E402
-from Xclient.server._demo_llm import answer  # noqa: E402
+from Xclient import exceptions as errors
+from Xclient.lagent import MetaTemplateParser, TritonClient
+from Xclient.llms import ChatMetaLM, MetaLM
+from Xclient.llms import _engine as engine_module
+from Xclient.llms._session_len import estimate_tokens
+from Xclient.server._demo_llm import answer
 
 QWEN = "Qwen2-0.5B-Instruct"
 
@@ -181,9 +181,9 @@ for status, res, _ in chatbot.stream_chat(inputs=[{{"role": "user", "content": "
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=90)
     assert run.returncode == 0, run.stderr
     first, *stream = run.stdout.splitlines()
-    assert eval(first) == answer("hello", QWEN)  # noqa: S307 - the script prints reprs
+    assert eval(first) == answer("hello", QWEN)  # the script prints reprs
     statuses = [int(line.split(" ", 1)[0]) for line in stream]
-    texts = [eval(line.split(" ", 1)[1]) for line in stream]  # noqa: S307
+    texts = [eval(line.split(" ", 1)[1]) for line in stream]
     prompt = LMTemplateParser(INTERNLM2_META)([{"role": "user", "content": "你好"}])
     assert statuses == [ModelStatusCode.STREAM_ING] * (len(stream) - 1) + [ModelStatusCode.END]
     assert texts[-1] == answer(prompt, QWEN) and all(b.startswith(a) for a, b in zip(texts, texts[1:], strict=False))

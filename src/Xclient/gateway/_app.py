@@ -138,7 +138,7 @@ class ManyChoices(Choices):
             with request_headers(self._headers):
                 async for item in arun(self._engine, call):
                     self._queue.put_nowait((index, item))
-        except Exception as e:  # noqa: BLE001 - handed to the reader, which raises it
+        except Exception as e:  # handed to the reader, which raises it
             self._queue.put_nowait((index, e))
         finally:
             self._metrics.in_flight.dec()

@@ -137,7 +137,7 @@ def _openai_tool(value: Any, index: int) -> dict[str, Any]:
 
     try:
         converted = convert_to_openai_tool(value)
-    except Exception as e:  # noqa: BLE001 - LangChain raises ValueError, TypeError, ...
+    except Exception as e:  # LangChain raises ValueError, TypeError, ...
         raise XclientValueError(
             f"tools[{index}]: expected a LangChain tool, a pydantic model, a function or an OpenAI tool dict, "
             f"got {type(value).__name__}: {e}"
