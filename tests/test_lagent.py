@@ -114,6 +114,17 @@ def test_chatmetalm_sends_lagents_rendering_and_the_ends_become_stop_words(trito
     )
 
 
+def test_a_meta_template_has_no_tool_format_so_tools_are_refused_before_anything_is_sent(triton_server, sent):
+    def 天气(city: str) -> str:
+        """某个城市的天气。"""
+        return city
+
+    llm = ChatMetaLM(server_url=triton_server.url("grpc"), model_name=QWEN, meta_template=INTERNLM2_META)
+    with pytest.raises(errors.XclientValueError, match="meta_template has no tool-call format"):
+        llm.bind_tools([天气]).invoke([HumanMessage("北京天气如何？")])
+    assert sent == []
+
+
 def test_metalm_takes_the_meta_templates_stop_words(triton_server, sent):
     MetaLM(server_url=triton_server.url("grpc"), model_name=QWEN, meta_template=INTERNLM2_META).invoke("你好")
     assert sent[0].prompt == "你好" and "<|im_end|>" in sent[0].sampling.stop
