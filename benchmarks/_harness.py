@@ -56,7 +56,7 @@ def interleave(contenders: Sequence[Contender], rounds: int, warmup: int = 1) ->
                 continue
             try:
                 value = outcome.contender.run()
-            except Exception as e:  # noqa: BLE001 - a failing contender is a result, not a crash
+            except Exception as e:  # a failing contender is a result, not a crash
                 outcome.error = describe_error(e)
                 continue
             if index >= warmup:

@@ -53,7 +53,7 @@ class Workload:
         while not self.stop.is_set():
             try:
                 call()
-            except Exception as e:  # noqa: BLE001 - counted and reported; the soak goes on
+            except Exception as e:  # counted and reported; the soak goes on
                 self.record(worker, e)
             else:
                 self.record(worker)
@@ -119,7 +119,7 @@ class Workload:
             while not self.stop.is_set():
                 try:
                     await call()
-                except Exception as e:  # noqa: BLE001 - counted like the threads' errors
+                except Exception as e:  # counted like the threads' errors
                     self.record(worker, e)
                 else:
                     self.record(worker)

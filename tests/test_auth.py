@@ -15,7 +15,7 @@ from Xclient.server import DEMO_MODELS, LocalTritonServer
 from .conftest import MODELS
 from .drivers import STREAMING, Driver, every_client
 
-KEY = "sk-test-0123456789abcdef"  # noqa: S105
+KEY = "sk-test-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_no_client_shows_its_key_in_repr_errors_tracebacks_or_logs(secured_serve
     caplog.set_level(logging.DEBUG)
     url = secured_server.url(protocol)
     model = "text_stream" if kind in STREAMING else "text"
-    wrong = "sk-wrong-key-9876543210"  # noqa: S105 - a key the server refuses is a secret too
+    wrong = "sk-wrong-key-9876543210"  # a key the server refuses is a secret too
     shown: list[str] = []
     keyed = Driver(kind, url, model, api_key=KEY, headers={"x-trace": "1"})
     shown.append(repr(keyed.client))

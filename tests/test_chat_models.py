@@ -33,7 +33,7 @@ from Xclient.server._demo_llm import answer, tokenize
 
 QWEN = "Qwen2-0.5B-Instruct"
 QUESTION = "介绍一下你自己"
-KEY = "sk-llm-0123456789abcdef"  # noqa: S105
+KEY = "sk-llm-0123456789abcdef"
 UTF8_TEXT = "你好😀，这是按字节切开的流：中文、emoji 🎉 和 English 混在一起。" * 3
 
 

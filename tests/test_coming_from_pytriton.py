@@ -41,7 +41,7 @@ def test_the_first_call_waits_for_a_server_started_after_it_began(protocol):
     def call() -> None:
         try:
             outcome["result"] = client.infer_sample("你好")
-        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+        except BaseException as e:  # handed to the test thread
             outcome["error"] = e
 
     thread = threading.Thread(target=call)

@@ -31,7 +31,7 @@ from Xclient.server import LocalTritonServer
 from .conftest import MODELS
 from .test_asyncio import spy_calls
 
-KEY = "sk-stream-0123456789abcdef"  # noqa: S105
+KEY = "sk-stream-0123456789abcdef"
 WATCHDOG = "DecoupledModelClient-watchdog"
 Client = DecoupledModelClient | AsyncioDecoupledModelClient
 Stream = ResponseStream | AsyncResponseStream
@@ -408,7 +408,7 @@ def test_keyboard_interrupt_while_waiting_cancels_the_request(url):
 def _error_of(call: Callable[[], object]) -> list[BaseException]:
     try:
         call()
-    except BaseException as e:  # noqa: BLE001 - the test inspects it
+    except BaseException as e:  # the test inspects it
         return [e]
     return []
 

@@ -181,7 +181,7 @@ def test_a_stop_split_across_tokens_keeps_the_text_before_it(url, mode):
 
 def test_leaving_a_stream_closes_it_and_the_client_stays_usable(triton_server, protocol):
     llm = ChatMetaLM(server_url=triton_server.url(protocol), model_name=SLOW)
-    with pytest.raises(StopIteration):  # noqa: PT012 - next() twice, then leave
+    with pytest.raises(StopIteration):  # next() twice, then leave
         stream = llm.stream(QUESTION)
         next(stream)
         stream.close()
@@ -252,7 +252,7 @@ print(result)
 """
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
-    lines = [eval(line) for line in run.stdout.splitlines()]  # noqa: S307 - the script prints dict reprs
+    lines = [eval(line) for line in run.stdout.splitlines()]  # the script prints dict reprs
     *stream, whole = lines
     assert all(set(res) == {"req_id", "token", "token_ids", "is_end"} for res in stream)
     assert [res["is_end"] for res in stream] == [0] * (len(stream) - 1) + [1]

@@ -41,8 +41,8 @@ from .test_chat_models import wait_for_log
 QWEN = "Qwen2-0.5B-Instruct"
 QWEN_STOP = ["<|im_end|>", "<|endoftext|>"]
 QUESTION = "介绍一下你自己"
-KEY = "sk-gateway-0123456789abcdef"  # noqa: S105
-TRITON_KEY = "sk-triton-fedcba9876543210"  # noqa: S105
+KEY = "sk-gateway-0123456789abcdef"
+TRITON_KEY = "sk-triton-fedcba9876543210"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 

@@ -16,20 +16,20 @@ import pytest
 
 pytest.importorskip("lagent")
 
-from lagent.actions import ActionExecutor  # noqa: E402
-from lagent.actions.base_action import BaseAction, tool_api  # noqa: E402
-from lagent.agents import ReAct  # noqa: E402
-from lagent.llms import INTERNLM2_META  # noqa: E402
-from lagent.llms.base_llm import LMTemplateParser  # noqa: E402
-from lagent.schema import ModelStatusCode  # noqa: E402
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage  # noqa: E402
+from lagent.actions import ActionExecutor
+from lagent.actions.base_action import BaseAction, tool_api
+from lagent.agents import ReAct
+from lagent.llms import INTERNLM2_META
+from lagent.llms.base_llm import LMTemplateParser
+from lagent.schema import ModelStatusCode
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from Xclient import exceptions as errors  # noqa: E402
-from Xclient.lagent import MetaTemplateParser, TritonClient  # noqa: E402
-from Xclient.llms import ChatMetaLM, MetaLM  # noqa: E402
-from Xclient.llms import _engine as engine_module  # noqa: E402
-from Xclient.llms._session_len import estimate_tokens  # noqa: E402
-from Xclient.server._demo_llm import answer  # noqa: E402
+from Xclient import exceptions as errors
+from Xclient.lagent import MetaTemplateParser, TritonClient
+from Xclient.llms import ChatMetaLM, MetaLM
+from Xclient.llms import _engine as engine_module
+from Xclient.llms._session_len import estimate_tokens
+from Xclient.server._demo_llm import answer
 
 QWEN = "Qwen2-0.5B-Instruct"
 
@@ -114,6 +114,17 @@ def test_chatmetalm_sends_lagents_rendering_and_the_ends_become_stop_words(trito
     )
 
 
+def test_a_meta_template_has_no_tool_format_so_tools_are_refused_before_anything_is_sent(triton_server, sent):
+    def 天气(city: str) -> str:
+        """某个城市的天气。"""
+        return city
+
+    llm = ChatMetaLM(server_url=triton_server.url("grpc"), model_name=QWEN, meta_template=INTERNLM2_META)
+    with pytest.raises(errors.XclientValueError, match="meta_template has no tool-call format"):
+        llm.bind_tools([天气]).invoke([HumanMessage("北京天气如何？")])
+    assert sent == []
+
+
 def test_metalm_takes_the_meta_templates_stop_words(triton_server, sent):
     MetaLM(server_url=triton_server.url("grpc"), model_name=QWEN, meta_template=INTERNLM2_META).invoke("你好")
     assert sent[0].prompt == "你好" and "<|im_end|>" in sent[0].sampling.stop
@@ -181,9 +192,9 @@ for status, res, _ in chatbot.stream_chat(inputs=[{{"role": "user", "content": "
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=90)
     assert run.returncode == 0, run.stderr
     first, *stream = run.stdout.splitlines()
-    assert eval(first) == answer("hello", QWEN)  # noqa: S307 - the script prints reprs
+    assert eval(first) == answer("hello", QWEN)  # the script prints reprs
     statuses = [int(line.split(" ", 1)[0]) for line in stream]
-    texts = [eval(line.split(" ", 1)[1]) for line in stream]  # noqa: S307
+    texts = [eval(line.split(" ", 1)[1]) for line in stream]
     prompt = LMTemplateParser(INTERNLM2_META)([{"role": "user", "content": "你好"}])
     assert statuses == [ModelStatusCode.STREAM_ING] * (len(stream) - 1) + [ModelStatusCode.END]
     assert texts[-1] == answer(prompt, QWEN) and all(b.startswith(a) for a, b in zip(texts, texts[1:], strict=False))

@@ -299,7 +299,7 @@ def test_one_client_is_safe_to_share_between_threads(url):
             try:
                 for j in range(5):
                     results.append(client.infer_sample("字" * (i + j + 1))["LENGTH"].tolist())
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 errors.append(e)
 
         threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]

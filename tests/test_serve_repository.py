@@ -32,8 +32,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-KEY = "sk-repo-0123456789abcdef"  # noqa: S105
-CLI_KEY = "sk-serve-fedcba9876543210"  # noqa: S105
+KEY = "sk-repo-0123456789abcdef"
+CLI_KEY = "sk-serve-fedcba9876543210"
 
 
 def _cnn(seed: int) -> Any:
@@ -138,7 +138,7 @@ def _post(url: str, body: dict[str, Any], key: str | None) -> tuple[int, dict[st
         headers["Authorization"] = f"Bearer {key}"
     request = urllib.request.Request(url, json.dumps(body).encode(), headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - our loopback server
+        with urllib.request.urlopen(request, timeout=60) as response:  # our loopback server
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"{}")

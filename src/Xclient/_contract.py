@@ -89,7 +89,7 @@ def find(
             f"cannot tell which {role.kind} is {role.what}: {describe(candidates)} all are {role.expected}; "
             f"set {role.option}=...",
         )
-    return (named or candidates or [None])[0]
+    return named[0] if named else candidates[0] if candidates else None
 
 
 def pick(

@@ -76,7 +76,7 @@ class MetaTemplateParser:
         return self.template.render_dialog(dialog)
 
 
-class TritonClient(BaseModel):  # type: ignore[misc]  # lagent is untyped
+class TritonClient(BaseModel):
     """lagent's ``TritonClient`` interface on Xclient (see the module docstring)."""
 
     def __init__(

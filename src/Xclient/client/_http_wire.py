@@ -173,7 +173,7 @@ class SyncWire:
         return parse_head(b"".join(lines), self._address)
 
     def _read(self, rfile: Any, size: int) -> bytes:
-        data = rfile.read(size)
+        data: bytes = rfile.read(size)
         if len(data) < size:
             raise ConnectionLostError(f"{self._address} closed the connection in the middle of its answer")
         return data
@@ -229,8 +229,13 @@ else:  # pragma: no cover - Python 3.10
     async def _deadline(timeout_s: float) -> AsyncIterator[None]:
         task = asyncio.current_task()
         assert task is not None
-        expired = []
-        handle = asyncio.get_running_loop().call_later(timeout_s, lambda: (expired.append(1), task.cancel()))
+        expired: list[int] = []
+
+        def expire() -> None:
+            expired.append(1)
+            task.cancel()
+
+        handle = asyncio.get_running_loop().call_later(timeout_s, expire)
         try:
             yield
         except asyncio.CancelledError:

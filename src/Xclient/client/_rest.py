@@ -23,12 +23,15 @@ import dataclasses
 import json
 import urllib.parse
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._coding import check_parameters
 from ._transport import Headers, Op, triton_dtype
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 HEADER_LENGTH = "inference-header-content-length"
 _BINARY = "application/octet-stream"
@@ -165,7 +168,7 @@ def _numpy_dtype(datatype: str) -> Any:
     return dtype
 
 
-def raw_tensor(array: np.ndarray, datatype: str) -> bytes:
+def raw_tensor(array: npt.NDArray[Any], datatype: str) -> bytes:
     """A tensor's bytes as Triton takes them: BYTES length-prefixed, the rest little-endian row-major."""
     if datatype == "BYTES":
         from tritonclient.utils import serialize_byte_tensor
@@ -179,7 +182,7 @@ def raw_tensor(array: np.ndarray, datatype: str) -> bytes:
 def infer(
     name: str,
     version: str,
-    inputs: Mapping[str, np.ndarray],
+    inputs: Mapping[str, npt.NDArray[Any]],
     parameters: Mapping[str, Any] | None,
     headers: Mapping[str, str] | None,
 ) -> Request:
@@ -202,7 +205,7 @@ def infer(
     return Request("POST", path, _headers(headers, **extra), b"".join([header, *buffers]))
 
 
-def infer_outputs(response: Response) -> dict[str, np.ndarray]:
+def infer_outputs(response: Response) -> dict[str, npt.NDArray[Any]]:
     """The outputs of an ``/infer`` answer, by name, as numpy arrays (views of the body where binary)."""
     raise_for_error(response)
     body = response.body
@@ -211,7 +214,7 @@ def infer_outputs(response: Response) -> dict[str, np.ndarray]:
     result = json.loads(body[:header_length])
     buffer = memoryview(body)[header_length:]
     offset = 0
-    outputs: dict[str, np.ndarray] = {}
+    outputs: dict[str, npt.NDArray[Any]] = {}
     for output in result.get("outputs", ()):
         datatype = output["datatype"]
         size = (output.get("parameters") or {}).get("binary_data_size")
@@ -382,7 +385,7 @@ class HttpCalls:
         self,
         name: str,
         version: str,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, npt.NDArray[Any]],
         parameters: Mapping[str, Any] | None,
         *,
         timeout_s: float,

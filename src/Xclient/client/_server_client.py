@@ -10,7 +10,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from typing_extensions import Unpack
 
@@ -182,7 +182,7 @@ class ServerClient(SyncTransportMixin, _ServerOperations):
         return bool(self._run(self._model_ready(name, version)))
 
     def model_config(self, name: str, version: str | int | None = None) -> ModelConfig:
-        return self._run(self._model_config(name, version))
+        return cast("ModelConfig", self._run(self._model_config(name, version)))  # a Flow's result is untyped
 
     def load_model(self, name: str, config: Mapping[str, Any] | str | None = None) -> None:
         """Load (or reload) a model; ``config`` overrides its config.pbtxt (Triton's JSON form)."""
@@ -228,7 +228,7 @@ class AsyncioServerClient(AsyncTransportMixin, _ServerOperations):
         return bool(await self._run(self._model_ready(name, version)))
 
     async def model_config(self, name: str, version: str | int | None = None) -> ModelConfig:
-        return await self._run(self._model_config(name, version))
+        return cast("ModelConfig", await self._run(self._model_config(name, version)))  # a Flow's result is untyped
 
     async def load_model(self, name: str, config: Mapping[str, Any] | str | None = None) -> None:
         await self._run(self._load(name, config))

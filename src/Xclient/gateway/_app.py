@@ -21,8 +21,8 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeAlias
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -63,7 +63,9 @@ LOGGER = logging.getLogger("Xclient.gateway")
 TRACE_HEADERS = ("traceparent", "tracestate")
 ENV_API_KEY = "XCLIENT_API_KEY"
 
-Handler = Callable[[Request, "_Exchange"], Awaitable[Response]]
+#: What a route answers: a response, or (streaming) an :class:`EventStream`; both are ASGI apps.
+Reply: TypeAlias = "Response | EventStream"
+Handler = Callable[[Request, "_Exchange"], Awaitable[Reply]]
 
 
 class _Exchange:
@@ -136,7 +138,7 @@ class ManyChoices(Choices):
             with request_headers(self._headers):
                 async for item in arun(self._engine, call):
                     self._queue.put_nowait((index, item))
-        except Exception as e:  # noqa: BLE001 - handed to the reader, which raises it
+        except Exception as e:  # handed to the reader, which raises it
             self._queue.put_nowait((index, e))
         finally:
             self._metrics.in_flight.dec()
@@ -176,7 +178,7 @@ class EventStream:
     """A server-sent event stream (an ASGI response) that stops as soon as the client disconnects, also
     while waiting for the next event: the events' generator is closed then (its ``finally`` runs)."""
 
-    def __init__(self, events: AsyncIterator[bytes], done: Callable[[], None]) -> None:
+    def __init__(self, events: AsyncGenerator[bytes, None], done: Callable[[], None]) -> None:
         self._events = events
         self._done = done
 
@@ -190,7 +192,7 @@ class EventStream:
                 task.cancel()
             await asyncio.gather(sending, listening, return_exceptions=True)
             with contextlib.suppress(Exception):
-                await self._events.aclose()  # type: ignore[attr-defined]
+                await self._events.aclose()
             self._done()
 
     async def _send_all(self, send: Send) -> None:
@@ -220,8 +222,8 @@ class Gateway:
 
     # -- the frame of every /v1 route -------------------------------------------------------------
 
-    def route(self, name: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
+    def route(self, name: str, handler: Handler) -> Callable[[Request], Awaitable[Reply]]:
+        async def endpoint(request: Request) -> Reply:
             exchange = _Exchange(name)
             try:
                 self.authorize(request)
@@ -274,20 +276,21 @@ class Gateway:
 
     # -- chat and completions ------------------------------------------------------------------------
 
-    async def chat(self, request: Request, exchange: _Exchange) -> Response:
+    async def chat(self, request: Request, exchange: _Exchange) -> Reply:
         return await self._generate(parse_chat(parse_json(await request.body())), request, exchange, chat=True)
 
-    async def completions(self, request: Request, exchange: _Exchange) -> Response:
+    async def completions(self, request: Request, exchange: _Exchange) -> Reply:
         return await self._generate(parse_completion(parse_json(await request.body())), request, exchange, chat=False)
 
-    async def _generate(self, parsed: Generate, request: Request, exchange: _Exchange, *, chat: bool) -> Response:
+    async def _generate(self, parsed: Generate, request: Request, exchange: _Exchange, *, chat: bool) -> Reply:
         located = await self._locate(parsed.model, exchange, ("chat", "completion"))
         engine = located.server.engine
         headers = _trace_headers(request)
         with request_headers(headers):
             connection = await self._guard(parsed, engine.aconnection(parsed.model))
         check_backend(parsed, connection.backend)
-        prompts, template_stop = parsed.prompts or [], ()
+        prompts = parsed.prompts or []
+        template_stop: tuple[str, ...] = ()
         if chat:
             template = resolve_template(None, parsed.model)
             prompts, template_stop = [template.render(parsed.turns or [])], template.stop
@@ -351,7 +354,7 @@ class Gateway:
         first: list[Any],
         exchange: _Exchange,
         prompts: int,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         count = prompts * parsed.n
         endings: list[Ending | None] = [None] * count
         try:

@@ -89,8 +89,12 @@ def _number(body: Mapping[str, Any], name: str, low: float, high: float, *, inte
     value = body.get(name)
     if value is None:
         return None
-    kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (integer and not isinstance(value, int))
+        or not low <= value <= high
+    ):
         kind = "an integer" if integer else "a number"
         raise invalid(name, f"'{name}' must be {kind} from {low:g} to {high:g}, got {value!r}")
     return value
@@ -308,17 +312,19 @@ def finish_reason(ending: Ending) -> str:
 def usage(endings: Sequence[Ending]) -> dict[str, int] | None:
     """OpenAI's usage over the choices of one prompt (its tokens counted once); None when the model does
     not report token counts."""
-    if not endings or any(e.usage is None for e in endings):
+    usages = [e.usage for e in endings if e.usage is not None]
+    if not endings or len(usages) < len(endings):
         return None
-    prompt = endings[0].usage["input_tokens"]  # type: ignore[index]
-    completion = sum(e.usage["output_tokens"] for e in endings)  # type: ignore[index]
+    prompt = usages[0]["input_tokens"]
+    completion = sum(u["output_tokens"] for u in usages)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def add_usage(parts: Sequence[dict[str, int] | None]) -> dict[str, int] | None:
-    if not parts or any(part is None for part in parts):
+    present = [part for part in parts if part is not None]
+    if not parts or len(present) < len(parts):
         return None
-    return {key: sum(part[key] for part in parts) for key in ("prompt_tokens", "completion_tokens", "total_tokens")}  # type: ignore[index]
+    return {key: sum(part[key] for part in present) for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
 
 
 class Answer:

@@ -29,7 +29,7 @@ import dataclasses
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping
 from typing import Any
 
 from ..client import (
@@ -263,7 +263,7 @@ def start(connection: Connection, call: Call) -> tuple[Generation, TritonRequest
     return Generation(decoder, read, call.model, request.counted_max_tokens), request
 
 
-def run(engine: Engine, call: Call) -> Iterator[str | Ending]:
+def run(engine: Engine, call: Call) -> Generator[str | Ending, None, None]:
     """The text of one generation as it comes (blocking), then its :class:`Ending`."""
     retry = Retry(engine.settings.max_retries)
     while True:
@@ -285,7 +285,7 @@ def run(engine: Engine, call: Call) -> Iterator[str | Ending]:
             time.sleep(retry.delay(error, generation))
 
 
-async def arun(engine: Engine, call: Call) -> AsyncIterator[str | Ending]:
+async def arun(engine: Engine, call: Call) -> AsyncGenerator[str | Ending, None]:
     """:func:`run` on the running event loop."""
     retry = Retry(engine.settings.max_retries)
     while True:

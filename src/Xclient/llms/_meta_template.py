@@ -32,7 +32,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..exceptions import XclientValueError
-from ._templates import ChatTemplate, ChatTurn, Tools
+from ._templates import ChatTurn, Tools, render_without_tools
+from ._tools import ToolFormat
 
 
 class MetaTemplate:
@@ -63,17 +64,18 @@ class MetaTemplate:
         ends = (str(cfg.get("end", "")).strip() for cfg in self.roles.values())
         self.stop: tuple[str, ...] = tuple(dict.fromkeys(end for end in ends if end))
 
-    name = "meta_template"
-    #: lagent's meta templates have no tool-call format (lagent renders tools in its agents' prompts).
-    tool_format = None
-
     def render(self, turns: Sequence[tuple[str, str]]) -> str:
         """The prompt for Xclient's (role, text) turns (``system``, ``user``, ``assistant``...)."""
         return self.render_dialog([{"role": role, "content": text} for role, text in turns])
 
+    @property
+    def tool_format(self) -> ToolFormat | None:
+        """None: a meta template has no tool-call format."""
+        return None
+
     def render_chat(self, turns: Sequence[ChatTurn], tools: Tools | None = None) -> str:
-        """:meth:`ChatTemplate.render_chat`'s rule: chat turns rendered, tools and tool turns refused."""
-        return ChatTemplate.render_chat(self, turns, tools)  # type: ignore[arg-type]  # same duck type
+        """:meth:`render` of chat turns; tools, tool calls and tool results are refused."""
+        return render_without_tools("meta_template", self.render, turns, tools)
 
     def render_dialog(self, dialog: str | Sequence[str | Mapping[str, Any]]) -> str:
         """The prompt for a lagent dialog: a str (as it is), or a list of str items and message dicts

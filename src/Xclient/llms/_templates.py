@@ -34,7 +34,7 @@ import datetime
 import json
 import pathlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .._text import check_text, refuse
@@ -90,12 +90,20 @@ class ChatTemplate:
     def render_chat(self, turns: Sequence[ChatTurn], tools: Tools | None = None) -> str:
         """The prompt for ``turns`` with ``tools`` offered (None or empty: none), tool calls and tool
         results included; a template without a tool format refuses tools."""
-        if tools or any(turn.tool_calls or turn.role == "tool" for turn in turns):
-            raise XclientValueError(
-                f"chat_template {self.name!r} has no tool-call format: choose qwen, qwen2.5, chatml, internlm2, "
-                "llama3 or a Jinja template that renders tools"
-            )
-        return self.render([(turn.role, turn.content) for turn in turns])
+        return render_without_tools(f"chat_template {self.name!r}", self.render, turns, tools)
+
+
+def render_without_tools(
+    what: str, render: Callable[[Sequence[Turn]], str], turns: Sequence[ChatTurn], tools: Tools | None
+) -> str:
+    """``render`` of ``turns`` by a template with no tool format (``what``, for the error): it refuses
+    ``tools``, tool calls and tool results."""
+    if tools or any(turn.tool_calls or turn.role == "tool" for turn in turns):
+        raise XclientValueError(
+            f"{what} has no tool-call format: choose qwen, qwen2.5, chatml, internlm2, "
+            "llama3 or a Jinja template that renders tools"
+        )
+    return render([(turn.role, turn.content) for turn in turns])
 
 
 @dataclasses.dataclass(frozen=True)

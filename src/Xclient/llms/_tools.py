@@ -99,7 +99,8 @@ class ToolFormat:
 def _json_values(text: str, *, single: bool = False) -> list[Any]:
     """The JSON values in ``text`` (separated by ``;`` or whitespace); ValueError on anything else."""
     decoder = json.JSONDecoder()
-    values, position = [], 0
+    values: list[Any] = []
+    position = 0
     while True:
         while position < len(text) and (text[position].isspace() or (text[position] == ";" and values)):
             position += 1
@@ -123,7 +124,7 @@ def _one_call(value: Any, args_key: str) -> tuple[str, str]:
     name = value.get("name")
     if not isinstance(name, str) or not name:
         raise ValueError("the tool call has no 'name' string")
-    args = next((value[key] for key in (args_key, "arguments", "parameters") if key in value), {})
+    args: Any = next((value[key] for key in (args_key, "arguments", "parameters") if key in value), {})
     if isinstance(args, str):  # some models write the arguments as a JSON string
         try:
             args = json.loads(args) if args.strip() else {}

@@ -39,7 +39,7 @@ from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call
 from langchain_core.output_parsers import JsonOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from ..exceptions import XclientValueError
 from ._backends import Guide
@@ -137,7 +137,7 @@ def _openai_tool(value: Any, index: int) -> dict[str, Any]:
 
     try:
         converted = convert_to_openai_tool(value)
-    except Exception as e:  # noqa: BLE001 - LangChain raises ValueError, TypeError, ...
+    except Exception as e:  # LangChain raises ValueError, TypeError, ...
         raise XclientValueError(
             f"tools[{index}]: expected a LangChain tool, a pydantic model, a function or an OpenAI tool dict, "
             f"got {type(value).__name__}: {e}"
@@ -200,7 +200,8 @@ def _json_schema(schema: Any) -> dict[str, Any]:
     from langchain_core.utils.pydantic import is_basemodel_subclass
 
     if isinstance(schema, type) and is_basemodel_subclass(schema):
-        return cast("dict[str, Any]", schema.model_json_schema())
+        model = cast("type[BaseModel]", schema)  # is_basemodel_subclass is no TypeGuard
+        return model.model_json_schema()
     if isinstance(schema, Mapping) and "properties" in schema:
         return dict(schema)
     return convert_to_json_schema(schema)
