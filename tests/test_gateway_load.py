@@ -17,9 +17,7 @@ MAX_TOKENS = 48
 
 
 @pytest.mark.timeout(600)
-async def test_200_concurrent_streaming_chats_lose_and_repeat_nothing_and_leave_nothing_behind(
-    triton_server, tmp_path
-):
+async def test_200_concurrent_streaming_chats_lose_and_repeat_nothing_and_leave_nothing_behind(triton_server, tmp_path):
     args = ["--url", triton_server.grpc_url, "--api-key", KEY, "--log-level", "warning"]
     with gateway_process(args, tmp_path / "load.log") as gateway:
         client = openai.AsyncOpenAI(base_url=gateway.v1, api_key=KEY, max_retries=0, timeout=300)

@@ -309,7 +309,7 @@ def _call(handler: Handler, ctx: Context, *, debug: bool) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
-    except Exception as e:  # noqa: BLE001 - every failure becomes one line and an exit code
+    except Exception as e:  # every failure becomes one line and an exit code
         code, message = describe_error(e)
         if debug:
             console.note("".join(traceback.format_exception(e)).rstrip())

@@ -293,7 +293,7 @@ def run_tour(ctx: Context, tour: Tour) -> int:
             lines = step(tour)
         except KeyboardInterrupt:
             raise
-        except Exception as e:  # noqa: BLE001 - a failed step is reported, and the tour goes on
+        except Exception as e:  # a failed step is reported, and the tour goes on
             failed += 1
             message = str(e) if isinstance(e, StepFailed) else describe_error(e)[1]
             if ctx.args.debug:

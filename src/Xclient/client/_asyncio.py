@@ -145,5 +145,5 @@ class AsyncioModelClient(AsyncClientMixin):
         while True:
             try:
                 return inference.done(await transport.run(inference.op, inference.timeout_s))
-            except Exception as e:  # noqa: BLE001 - failed() raises it, translated, unless it is retried
+            except Exception as e:  # failed() raises it, translated, unless it is retried
                 await asyncio.sleep(inference.failed(e))

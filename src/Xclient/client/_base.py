@@ -136,7 +136,7 @@ def run_flow(
             continue
         try:
             send = transport.run(_op(transport, step, headers), step.timeout_s)
-        except Exception as e:  # noqa: BLE001 - every failure is translated and handed to the flow
+        except Exception as e:  # every failure is translated and handed to the flow
             error = steps.failed(step, e)
     return steps.value
 
@@ -160,7 +160,7 @@ async def run_flow_async(
             continue
         try:
             send = await transport.run(_op(transport, step, headers), step.timeout_s)
-        except Exception as e:  # noqa: BLE001 - every failure is translated and handed to the flow
+        except Exception as e:  # every failure is translated and handed to the flow
             error = steps.failed(step, e)
     return steps.value
 

@@ -258,7 +258,7 @@ class _Stream:
             if _task_is_cancelled() or not (self._client._closed or state.timed_out or state.finished):
                 raise
             error = state.read_failed(None)
-        except Exception as e:  # noqa: BLE001 - translated into the Xclient error tree
+        except Exception as e:  # translated into the Xclient error tree
             error = state.read_failed(e)
         else:
             return None if response is grpc.aio.EOF else response
@@ -359,7 +359,7 @@ class _SyncStream:
                 return next(call)
             except StopIteration:
                 return None
-            except Exception as e:  # noqa: BLE001 - translated into the Xclient error tree
+            except Exception as e:  # translated into the Xclient error tree
                 error = state.read_failed(e)
             finally:
                 state.reading = False

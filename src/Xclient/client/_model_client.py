@@ -153,5 +153,5 @@ class ModelClient(SyncClientMixin):
         while True:
             try:
                 return inference.done(transport.run(inference.op, inference.timeout_s))
-            except Exception as e:  # noqa: BLE001 - failed() raises it, translated, unless it is retried
+            except Exception as e:  # failed() raises it, translated, unless it is retried
                 time.sleep(inference.failed(e))

@@ -400,7 +400,7 @@ class GrpcTransport(Transport):
             return op.parse(self.stubs.infer(*op.args, **op.kwargs))
         try:
             answer = super().run(op, timeout_s)
-        except Exception as e:  # noqa: BLE001 - a hint added, then raised for translate_error
+        except Exception as e:  # a hint added, then raised for translate_error
             raise _grpc_failure(e, self.url) from None  # no local refers to it: no cycle through the frame
         self.stubs.answered()
         return answer
@@ -469,7 +469,7 @@ class AsyncTransport:
             return op.parse(await self.stubs.infer(*op.args, **op.kwargs))
         try:
             answer = op.parse(await getattr(self.client, op.method)(*op.args, **op.kwargs))
-        except Exception as e:  # noqa: BLE001 - a hint added, then raised for translate_error
+        except Exception as e:  # a hint added, then raised for translate_error
             raise _grpc_failure(e, self.url) from None  # no local refers to it: no cycle through the frame
         self._answered = True
         if self._stubs is not None:

@@ -85,7 +85,7 @@ class GenerateClient:
             yield
         except XclientError:
             raise
-        except Exception as e:  # noqa: BLE001 - translated into the Xclient error tree
+        except Exception as e:  # translated into the Xclient error tree
             raise translate_error(e, self._ctx, action, timeout_s) from None
 
     @property

@@ -192,7 +192,7 @@ class FastDeployStandIn:
             finally:
                 with self.lock:
                     self.in_flight.discard(req_id)
-        except Exception as e:  # noqa: BLE001 - the upstream server answers every failure with an error
+        except Exception as e:  # the upstream server answers every failure with an error
             message = f"Unexcepted promblem happend while insert new task to server task queue: {e}"
             self._error(sender, message, req_id)
 
@@ -241,7 +241,7 @@ class FastDeployStandIn:
         flags = self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0
         try:
             sender.send(self.pb.InferenceResponse(output_tensors=[tensor]), flags=flags)
-        except Exception as e:  # noqa: BLE001 - a cancelled request: the upstream engine logs and goes on
+        except Exception as e:  # a cancelled request: the upstream engine logs and goes on
             self.pb.Logger.log_info(f"[demo fastdeploy] dropped a response for a gone client: {e}")
 
     def _error(self, sender: Any, message: Any, req_id: str | None) -> None:

@@ -508,7 +508,7 @@ class VllmStandIn(_StandIn):
             if self.release >= (24, 8):
                 sender.send(self._error("Request was cancelled", cancelled=True), flags=final)
             # r24.02-r24.07: nothing more is sent; r23.10-r24.01: the empty final response below
-        except Exception as e:  # noqa: BLE001 - the backend answers every failure with an error response
+        except Exception as e:  # the backend answers every failure with an error response
             self.logger.log_error(f"[vllm] Error generating stream: {e}")
             response = self.pb.InferenceResponse(
                 output_tensors=[self.pb.Tensor("text_output", self._bytes(["N/A"]))],
@@ -646,7 +646,7 @@ class TrtllmStandIn(_StandIn):
                     self._stream(request, request.get_response_sender())
                 else:
                     responses.append(self._respond(request))
-            except Exception as e:  # noqa: BLE001 - the error goes back to the client
+            except Exception as e:  # the error goes back to the client
                 message = "Request was cancelled" if isinstance(e, _Cancelled) else str(e)
                 if decoupled:
                     sender = request.get_response_sender()

@@ -264,7 +264,7 @@ class LocalTritonServer:
             if self._remote is not None:
                 try:
                     self._remote.__exit__(None, None, None)
-                except Exception as e:  # noqa: BLE001 - the server goes down anyway
+                except Exception as e:  # the server goes down anyway
                     LOGGER.debug("PyTriton's RemoteTriton did not stop cleanly: %s", e)
                 self._remote = None
             self._stop_process()
@@ -366,7 +366,7 @@ class LocalTritonServer:
                     f"tritonserver exited with code {code} during start-up. Its log:\n{self._log_tail()}"
                 )
             try:
-                with urllib.request.urlopen(url, timeout=1.0) as response:  # noqa: S310 - our own loopback server
+                with urllib.request.urlopen(url, timeout=1.0) as response:  # our own loopback server
                     if response.status == 200:
                         return
             except (urllib.error.URLError, OSError):

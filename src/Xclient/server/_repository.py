@@ -187,7 +187,7 @@ def _classify(directory: pathlib.Path) -> Model | str:
     model = Model(name, directory, kind, tuple(versions))
     try:
         config_text = text_format.MessageToString(python_config(model), as_utf8=True)
-    except Exception as e:  # noqa: BLE001 - an unreadable graph refuses this model only
+    except Exception as e:  # an unreadable graph refuses this model only
         return _refusal(name, what, f"its config cannot be completed from {versions[-1][1]}: {e}".splitlines()[0])
     return dataclasses.replace(model, config=config_text)
 

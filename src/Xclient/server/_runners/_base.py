@@ -114,7 +114,7 @@ class Runner:
                     raise ValueError("an output without the batch axis")
                 split = [np.split(out, np.cumsum(sizes)[:-1]) for out in merged]
                 results = [[parts[i] for parts in split] for i in range(len(arrays))]
-            except Exception:  # noqa: BLE001 - run them one by one: each request gets its own answer or error
+            except Exception:  # run them one by one: each request gets its own answer or error
                 results = [self._run_one(a) for a in arrays]
         else:
             results = [self._run_one(a) for a in arrays]
@@ -145,7 +145,7 @@ class Runner:
     def _run_one(self, arrays: Mapping[str, np.ndarray]) -> list[np.ndarray] | Exception:
         try:
             return self.run(arrays)
-        except Exception as e:  # noqa: BLE001 - the request's error, not the model's end
+        except Exception as e:  # the request's error, not the model's end
             return e
 
     def _response(self, pb: Any, result: list[np.ndarray] | Exception) -> Any:
