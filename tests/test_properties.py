@@ -256,3 +256,14 @@ def test_bad_input_is_refused_by_every_client_before_anything_is_sent(dead_url, 
     with pytest.raises(ServerUnavailableError):  # the same client, given good input, does send
         driver.infer(**GOOD)
     driver.close()
+
+
+@pytest.mark.parametrize("value", [np.bytes_("字".encode()), [np.bytes_(b"x"), b"y"]], ids=["scalar", "list"])
+def test_numpy_bytes_scalars_go_as_their_bytes_not_their_repr(value):
+    """``numpy.bytes_`` is a bytes subclass; tritonclient's serializer (type(x) is bytes) would send its str()."""
+    from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
+
+    tensor = prepare_request(IDENTITY, (), {"BYTES": value}, batch=False).inputs["BYTES"]
+    expected = [bytes(v) for v in (value if isinstance(value, list) else [value])]
+    assert deserialize_bytes_tensor(serialize_byte_tensor(tensor).item()).tolist() == expected
+    assert all(type(item) is bytes for item in tensor.flat)

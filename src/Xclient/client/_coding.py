@@ -220,9 +220,11 @@ def _lossless_cast(config: ModelConfig, spec: TensorSpec, array: np.ndarray[Any,
 
 
 def _to_bytes(config: ModelConfig, spec: TensorSpec, value: Any) -> np.ndarray[Any, Any]:
-    """Text for a BYTES input: ``str`` becomes UTF-8; every element must be ``str`` or ``bytes``."""
+    """Text for a BYTES input: ``str`` becomes UTF-8; every element must be ``str`` or ``bytes``. A bytes
+    subclass (``numpy.bytes_``) becomes plain ``bytes``: serializers that test ``type(x) is bytes`` would
+    otherwise send its ``str()`` (``b"b'x'"``)."""
     if isinstance(value, (str, bytes)):
-        return np.array(_utf8(config, spec, value, ()) if isinstance(value, str) else value, dtype=_OBJECT)
+        return np.array(_utf8(config, spec, value, ()) if isinstance(value, str) else bytes(value), dtype=_OBJECT)
     if isinstance(value, np.ndarray):
         if value.dtype.kind == "S":
             return value.astype(_OBJECT)
@@ -240,7 +242,7 @@ def _to_bytes(config: ModelConfig, spec: TensorSpec, value: Any) -> np.ndarray[A
     flat_out = out.reshape(-1)
     for index, item in enumerate(source.flat):
         if isinstance(item, bytes):
-            flat_out[index] = item
+            flat_out[index] = item if type(item) is bytes else bytes(item)
         elif isinstance(item, str):
             flat_out[index] = _utf8(config, spec, item, np.unravel_index(index, source.shape) if source.ndim else ())
         else:
