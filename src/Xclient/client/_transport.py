@@ -16,7 +16,7 @@ import os
 import socket
 import ssl
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from ..exceptions import (
 )
 from ._auth import redact
 from ._urls import ServerUrl
+
+if TYPE_CHECKING:
+    from ._rest import HttpCalls
 
 
 @dataclasses.dataclass(frozen=True)
@@ -347,7 +350,7 @@ class Transport:
     def __init__(self, url: ServerUrl, tls: TlsOptions) -> None:
         self.url = url
         self.tls = tls
-        self.calls: Any = GrpcCalls() if url.protocol == "grpc" else _http_calls()
+        self.calls: GrpcCalls | HttpCalls = GrpcCalls() if url.protocol == "grpc" else _http_calls()
 
     def run(self, op: Op, timeout_s: float) -> Any:
         return op.parse(getattr(self._client(timeout_s), op.method)(*op.args, **op.kwargs))
@@ -359,7 +362,7 @@ class Transport:
         raise NotImplementedError
 
 
-def _http_calls() -> Any:
+def _http_calls() -> HttpCalls:
     from ._rest import HttpCalls
 
     return HttpCalls()
@@ -449,7 +452,7 @@ class AsyncTransport:
         self.url = url
         self.tls = tls
         self._grpc = url.protocol == "grpc"
-        self.calls: Any = GrpcCalls() if self._grpc else _http_calls()
+        self.calls: GrpcCalls | HttpCalls = GrpcCalls() if self._grpc else _http_calls()
         self._grpc_client: Any = None
         self._stubs: Any = None  # gRPC: inference and streams over the aio client's channel
         self._answered = False  # gRPC: a call got an answer, so the channel has been connected
