@@ -13,19 +13,18 @@
 The parameters, defaults and returned dicts are those of FastDeploy's ``fastdeploy_client.chatbot``
 (``llm/client`` in PaddlePaddle/FastDeploy): errors are returned as ``{"req_id", "error_msg"}`` dicts,
 not raised, as there. Underneath it is the engine ChatMetaLM uses (:mod:`Xclient.llms._engine`, the
-FastDeploy contract of :mod:`Xclient.llms._backends`): one gRPC connection per ChatBot, reused, a
-per-response deadline of ``timeout`` seconds, and leaving a stream early cancels the request. Needs no
+FastDeploy contract of :mod:`Xclient.llms._backends`): as there, each call opens a gRPC connection and
+closes it when it ends; a per-response deadline of ``timeout`` seconds; leaving a stream early cancels
+the request. Needs no
 LangChain.
 
-Differences from FastDeploy's client, on purpose: a ChatBot keeps its connection (``close()`` or
-``with`` ends it) instead of opening one per call; ``return_all_tokens`` is passed on to the server (the
+Differences from FastDeploy's client, on purpose: ``return_all_tokens`` is passed on to the server (the
 original drops it); a message list that is not user/assistant turns ending with a user turn is returned
 as an ``error_msg`` before anything is sent, as the original's assertions are.
 """
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -53,8 +52,6 @@ class ChatBot:
         self.timeout = timeout
         self.model = model
         self._api_key = api_key
-        self._engines: dict[float, Engine] = {}  # per response deadline (a call may pass timeout=...)
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"ChatBot({self.url!r}, model={self.model!r})"
@@ -66,11 +63,8 @@ class ChatBot:
         self.close()
 
     def close(self) -> None:
-        """Close the connections (a later call opens new ones)."""
-        with self._lock:
-            engines, self._engines = list(self._engines.values()), {}
-        for engine in engines:
-            engine.close()
+        """Nothing to close: each call opens its connection and closes it when it ends (as FastDeploy's
+        client does), so a script that never closes a ChatBot leaves nothing open."""
 
     def stream_generate(
         self,
@@ -104,19 +98,23 @@ class ChatBot:
                 penalty_score=penalty_score,
                 presence_score=presence_score,
             )
-            connection = self._engine(timeout).connection(self.model)
-            backend = connection.backend
-            if not isinstance(backend, FastDeployBackend):
-                raise XclientError(f"Model {self.model!r} on {self.url} is not a FastDeploy model ({backend.name})")
-            answer = []
-            with connection.open(backend.task_request(task)) as responses:
-                for outputs in responses:
-                    result = backend.result(outputs)
-                    token = result.get("token", "")
-                    answer.append("".join(token) if isinstance(token, list) else str(token))
-                    yield _response(result, req_id)
-                    if result.get("is_end") == 1:
-                        break
+            engine = self._engine(timeout)
+            try:
+                connection = engine.connection(self.model)
+                backend = connection.backend
+                if not isinstance(backend, FastDeployBackend):
+                    raise XclientError(f"Model {self.model!r} on {self.url} is not a FastDeploy model ({backend.name})")
+                answer = []
+                with connection.open(backend.task_request(task)) as responses:
+                    for outputs in responses:
+                        result = backend.result(outputs)
+                        token = result.get("token", "")
+                        answer.append("".join(token) if isinstance(token, list) else str(token))
+                        yield _response(result, req_id)
+                        if result.get("is_end") == 1:
+                            break
+            finally:
+                engine.close()
         except XclientTimeoutError:
             yield {"req_id": req_id, "error_msg": f"Fetch response from server timeout ({timeout}s)"}
             return
@@ -174,13 +172,9 @@ class ChatBot:
     # -- internals ---------------------------------------------------------------------------------
 
     def _engine(self, timeout: float) -> Engine:
-        with self._lock:
-            engine = self._engines.get(timeout)
-            if engine is None:
-                options = {"inference_timeout_s": timeout, "api_key": self._api_key}
-                settings = Settings(server_url=f"grpc://{self.url}", options=options, backend="fastdeploy")
-                engine = self._engines[timeout] = Engine(settings)
-            return engine
+        """The connection of one call (its per-response deadline: ``timeout``)."""
+        options = {"inference_timeout_s": timeout, "api_key": self._api_key}
+        return Engine(Settings(server_url=f"grpc://{self.url}", options=options, backend="fastdeploy"))
 
     def _task(
         self, turns: Any, req_id: str, timeout: float, system: str | None, kwargs: Mapping[str, Any]
