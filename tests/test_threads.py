@@ -202,3 +202,24 @@ def test_no_client_used_over_http_imports_gevent(triton_server):
     out = run_pattern(NO_GEVENT, triton_server.http_url)
     expected = "[[1], [2], [3], 'XclientValueError', 'XclientValueError', True, True, True, 1]"
     assert out.strip() == expected, out
+
+
+UNCLOSED_GRPC_AT_EXIT = """
+    import faulthandler, sys
+    faulthandler.dump_traceback_later(20, exit=True)  # a hang at exit prints every thread's stack, and fails
+    from Xclient.client import DecoupledModelClient, ModelClient
+
+    url = sys.argv[1]
+    stream_client = DecoupledModelClient(url, "Qwen2-0.5B-Instruct")  # never closed, as scripts do
+    list(stream_client.infer_sample("你好"))
+    unary = ModelClient(url, "text")  # never closed either
+    unary.infer_sample("一")
+    print("ok")
+"""
+
+
+def test_unclosed_grpc_clients_let_the_interpreter_exit(triton_server):
+    """tritonclient closes a leftover channel in ``__del__`` during finalization, when gRPC's daemon threads
+    are frozen and may hold the channel's lock: before the atexit close, about one exit in twenty hung."""
+    for _ in range(8):
+        assert run_pattern(UNCLOSED_GRPC_AT_EXIT, triton_server.grpc_url, timeout_s=60).strip() == "ok"

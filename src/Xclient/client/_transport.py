@@ -11,10 +11,13 @@ is imported here, lazily, so ``import Xclient`` stays light.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import dataclasses
 import os
 import socket
 import ssl
+import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -397,6 +400,7 @@ class GrpcTransport(Transport):
 
         self._grpc = grpcclient.InferenceServerClient(url.address, **_grpc_tls_kwargs(url, tls))
         self.stubs = Stubs(_channel_of(self._grpc), _probe_address(url))
+        _close_at_exit(self._grpc)
 
     def run(self, op: Op, timeout_s: float) -> Any:
         if op.method == MODEL_INFER_OP:
@@ -418,6 +422,29 @@ class GrpcTransport(Transport):
 
     def close(self) -> None:
         self._grpc.close()
+
+
+_OPEN_AT_EXIT: weakref.WeakSet[Any] = weakref.WeakSet()
+_EXIT_HOOK: list[bool] = []  # registered once, with the first gRPC client
+
+
+def _close_at_exit(client: Any) -> None:
+    """Close ``client`` at interpreter exit if it is still open, while every thread still runs.
+
+    A ``tritonclient.grpc`` client left open (a script that never closes its client) closes its channel
+    in ``__del__`` during interpreter finalization; by then gRPC's daemon threads are frozen, and one may
+    hold the channel's connectivity lock: the process then hangs at exit (seen with scripts that ended
+    with an open stream client). An atexit hook runs before daemon threads freeze."""
+    _OPEN_AT_EXIT.add(client)
+    if not _EXIT_HOOK:
+        _EXIT_HOOK.append(True)
+        atexit.register(_close_open_clients)
+
+
+def _close_open_clients() -> None:
+    for client in list(_OPEN_AT_EXIT):
+        with contextlib.suppress(Exception):  # exiting: a failed close must not hide the exit status
+            client.close()
 
 
 def _channel_of(client: Any) -> Any:
