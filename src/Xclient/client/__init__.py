@@ -24,6 +24,7 @@ from ._config import ModelConfig, TensorSpec
 from ._decoupled import AsyncioDecoupledModelClient, AsyncResponseStream, DecoupledModelClient, ResponseStream
 from ._futures import FuturesModelClient
 from ._model_client import ModelClient
+from ._observe import RequestInfo
 from ._options import ConnectionOptions, ModelClientOptions, ServerClientOptions
 from ._retry import RetryPolicy
 from ._server_client import AsyncioServerClient, ModelStatus, ServerClient
@@ -48,6 +49,7 @@ __all__ = [
     "ModelStatus",
     "ModelUnavailableError",
     "QueueFullError",
+    "RequestInfo",
     "ResponseStream",
     "RetryPolicy",
     "ServerClient",

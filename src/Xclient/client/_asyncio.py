@@ -144,6 +144,6 @@ class AsyncioModelClient(AsyncClientMixin):
         inference = Inference(self, config, call, transport.calls)
         while True:
             try:
-                return inference.done(await transport.run(inference.op, inference.timeout_s))
+                return inference.done(await transport.run(inference.op, inference.timeout_s, inference.sent()))
             except Exception as e:  # failed() raises it, translated, unless it is retried
                 await asyncio.sleep(inference.failed(e))

@@ -28,6 +28,7 @@ from ..exceptions import (
 from ._auth import build_headers, merge_headers, scoped_headers, secrets_of
 from ._coding import PreparedRequest, finish_response, prepare_request
 from ._config import ModelConfig
+from ._observe import OnRequest, Recorder, RequestInfo, check_hook
 from ._options import ClientOptions
 from ._retry import DEFAULT_INITIAL_BACKOFF_S, RetryPolicy
 from ._transport import AsyncTransport, CallContext, TlsOptions, Transport, translate_error
@@ -36,6 +37,7 @@ from ._urls import ServerUrl, parse_url
 DEFAULT_INIT_TIMEOUT_S = 30.0
 DEFAULT_INFERENCE_TIMEOUT_S = 60.0
 POLL_TIMEOUT_S = 1.0
+_perf_ns = time.perf_counter_ns
 #: Statuses of a request the server refused for its inputs (a changed config shows this way).
 _REFUSED_INPUT = ("400", "StatusCode.INVALID_ARGUMENT")  # the deadline of one readiness probe while waiting
 
@@ -226,9 +228,13 @@ class BaseClient:
     def _closed_error(self) -> ClientClosedError:
         return closed_error(repr(self), self._ctx.model)
 
-    def _call_headers(self, headers: Mapping[str, str] | None) -> dict[str, str] | None:
+    def _call_headers(
+        self, headers: Mapping[str, str] | None, info: RequestInfo | None = None
+    ) -> dict[str, str] | None:
         scoped = scoped_headers()
-        return merge_headers(self._headers, merge_headers(scoped, headers) if scoped else headers)
+        merged = merge_headers(self._headers, merge_headers(scoped, headers) if scoped else headers)
+        traced = info.headers() if info is not None else None  # a traceparent, when tracing is on
+        return merge_headers(merged or {}, traced) if traced else merged
 
     def _ready_flow(
         self, deadline: float, timeout_s: float, *, model: tuple[str, str] | None, tolerate_unreachable: bool
@@ -280,13 +286,15 @@ class BaseModelClient(BaseClient):
         model_config: ModelConfig | Mapping[str, Any] | None = None,
         ensure_model_is_ready: bool = True,
         wait_for_server_on_first_call: bool = False,
+        on_request: OnRequest | None = None,
         **connection: Unpack[ClientOptions],
     ) -> None:
         """``connection``: ``init_timeout_s``, ``api_key``, ``api_key_header``, ``headers``,
         ``ca_certs``, ``client_cert``, ``client_key``, ``retries``, ``retry_backoff_s`` (see
         :class:`BaseClient`). ``wait_for_server_on_first_call``: the first call rides out a server
         that is down or still starting (connection refused, not ready), polling with backoff until
-        ``init_timeout_s``; an unknown model still fails at once, once the server answers."""
+        ``init_timeout_s``; an unknown model still fails at once, once the server answers.
+        ``on_request``: called with the :class:`~Xclient.client.RequestInfo` of every finished request."""
         if not isinstance(model_name, str) or not model_name:
             raise XclientValueError(f"model_name: expected a non-empty str, got {model_name!r}")
         if model_version is not None and not isinstance(model_version, (str, int)):
@@ -303,6 +311,7 @@ class BaseModelClient(BaseClient):
         if model_config is not None:
             self._config = self._check_kind(_as_config(model_config))
         self._ready = False
+        self._recorder = Recorder(self.url, self._url.protocol, model_name, self._model_version, check_hook(on_request))
 
     # -- public, read-only -------------------------------------------------------------------
 
@@ -314,6 +323,11 @@ class BaseModelClient(BaseClient):
     def model_version(self) -> str | None:
         """The version asked for (``"2"``), or None: the server's choice."""
         return self._model_version
+
+    @property
+    def last_request_info(self) -> RequestInfo | None:
+        """The last request this thread (sync clients) or asyncio task finished on this client, or None."""
+        return self._recorder.last()
 
     def __repr__(self) -> str:
         version = f", model_version={self._model_version!r}" if self._model_version else ""
@@ -410,7 +424,7 @@ class Inference:
     flows: once the config is known, a request is one call, plus the retries :func:`retry_pause` allows.
     """
 
-    __slots__ = ("_client", "_request", "op", "timeout_s", "_attempts")
+    __slots__ = ("_client", "_request", "op", "timeout_s", "_attempts", "info")
 
     def __init__(
         self,
@@ -421,16 +435,36 @@ class Inference:
     ) -> None:
         args, kwargs, batch, parameters, headers = call
         self._client = client
-        self._request = client._prepare(config, args, kwargs, batch)
-        self.timeout_s = client._inference_timeout_s
-        inputs = self._request.inputs
-        self.op = calls.infer(
-            *client._model_args(), inputs, parameters, timeout_s=self.timeout_s, headers=client._call_headers(headers)
-        )
+        self.info = info = client._recorder.start(False)
+        try:
+            self._request = client._prepare(config, args, kwargs, batch)
+            self.timeout_s = client._inference_timeout_s
+            inputs = self._request.inputs
+            model = client._model_args()
+            self.op = calls.infer(
+                *model, inputs, parameters, timeout_s=self.timeout_s, headers=client._call_headers(headers, info),
+                request_id=info.request_id,
+            )  # fmt: skip
+        except BaseException as e:  # refused before anything was sent: still a finished request
+            client._recorder.finish(info, e)
+            raise
+        info.built_ns = _perf_ns()
         self._attempts = 0
 
+    def sent(self) -> RequestInfo:
+        """Mark an attempt as sent now; the transport adds the replica's URL to what this returns."""
+        info = self.info
+        info.sent_ns = _perf_ns()
+        info.attempts += 1
+        return info
+
     def done(self, outputs: dict[str, Any]) -> dict[str, Any]:
-        return finish_response(outputs, self._request)
+        info = self.info
+        info.responded()
+        try:
+            return finish_response(outputs, self._request)
+        finally:
+            self._client._recorder.finish(info)
 
     def failed(self, exc: Exception) -> float:
         """The pause before sending the request again, or raise the translated error. It is raised
@@ -441,6 +475,7 @@ class Inference:
         pause = retry_pause(error, self._attempts, client._retries, client._retry_backoff_s)
         if pause is None:
             client._forget_config(error)
+            client._recorder.finish(self.info, error)
             cause: BaseException | None = exc
             while cause is not None:
                 cause.__traceback__ = None

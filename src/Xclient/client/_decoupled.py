@@ -54,6 +54,7 @@ from ._grpc_wire import (
 )
 from ._loop_thread import _LOOP_THREADS
 from ._model_client import SyncClientMixin
+from ._observe import RequestInfo
 from ._options import ModelClientOptions
 
 Outputs = dict[str, np.ndarray[Any, Any]]
@@ -77,7 +78,7 @@ class _Exchange:
 
     __slots__ = (
         "client", "call_args", "request", "finished", "responded", "retries",
-        "reading", "deadline", "timed_out", "ended_by_close", "_close", "stubs",
+        "reading", "deadline", "timed_out", "ended_by_close", "_close", "stubs", "info", "error",
     )  # fmt: skip
 
     def __init__(self, client: BaseModelClient, call_args: _CallArgs) -> None:
@@ -93,14 +94,32 @@ class _Exchange:
         self.ended_by_close = False  # the client's close() ended it: every later next() says so
         self._close: Callable[[], None] | None = None  # the stream's close(), during a step
         self.stubs: Any = None  # the _grpc_wire stubs the call went out on (None: unknown, a test's spy)
+        self.info: RequestInfo | None = None  # this request's facts, from its first message to report()
+        self.error: BaseException | None = None
 
     def message(self, config: ModelConfig) -> tuple[Any, tuple[tuple[str, str], ...] | None]:
         """The request to send (checked and coded now) and its gRPC metadata."""
         client = self.client
         args, kwargs, batch, parameters, headers = self.call_args
+        info = self.info
+        if info is None:
+            info = self.info = client._recorder.start(True)
         self.request = client._prepare(config, args, kwargs, batch)
-        message = build_request(*client._model_args(), self.request.inputs, parameters, stream=True)
-        return message, metadata(client._call_headers(headers))
+        message = build_request(
+            *client._model_args(), self.request.inputs, parameters, stream=True, request_id=info.request_id
+        )
+        headers = metadata(client._call_headers(headers, info))
+        info.built_ns = info.sent_ns = time.perf_counter_ns()
+        info.attempts += 1
+        return message, headers
+
+    def report(self) -> None:
+        """Hand this request's facts on, once: when the stream ends, fails or is left (by :meth:`__exit__`
+        or the stream's ``close``, before it marks the stream finished)."""
+        info, self.info = self.info, None
+        if info is not None:
+            info.cancelled = not self.finished and self.error is None
+            self.client._recorder.finish(info, self.error)
 
     def received(self, response: Any) -> Outputs | None:
         """What a response delivers (None: nothing, the empty final one, or None at the end of the call);
@@ -109,6 +128,8 @@ class _Exchange:
             self.finished = True
             return None
         self.responded = True
+        if self.info is not None:
+            self.info.responded()
         if self.stubs is not None:
             self.stubs.answered()  # the channel is connected: later calls wait for it to reconnect
         if response.error_message:
@@ -161,6 +182,7 @@ class _Exchange:
     def __exit__(self, exc_type: object, error: BaseException | None, traceback: object) -> None:
         close, self._close = self._close, None
         if error is not None:
+            self.error = error
             self.finished = True
             self.ended_by_close = isinstance(error, ClientClosedError)
             if isinstance(error, XclientError):
@@ -217,6 +239,7 @@ class _Stream:
 
         The call is let go: a stream object that outlives its end (kept by the caller, or by the
         traceback of its error) must not keep the client's channel alive after the client is closed."""
+        self._state.report()
         self._state.finished = True
         self._state.stubs = None  # they hold the channel too
         call, self._call = self._call, None
@@ -322,6 +345,7 @@ class _SyncStream:
 
     def close(self) -> None:
         """End the stream; a request still running is cancelled (its gRPC call). Any thread."""
+        self.state.report()
         self.state.finished = True
         self._drop_call()
 

@@ -40,6 +40,7 @@ from ._asyncio import AsyncioModelClient
 from ._base import ClientWrapper, closed_error
 from ._config import ModelConfig
 from ._loop_thread import _LoopThread
+from ._observe import RequestInfo
 from ._options import ModelClientOptions
 
 T = TypeVar("T")
@@ -176,6 +177,12 @@ class FuturesModelClient(ClientWrapper):
         """:meth:`ModelClient.infer_batch`, queued: each input's first axis is the batch."""
         call = self._client.infer_batch
         return self._submit(functools.partial(call, *inputs, parameters=parameters, headers=headers, **named_inputs))
+
+    @property
+    def last_request_info(self) -> RequestInfo | None:
+        """The last request this client finished, from any thread (its calls run on the loop thread;
+        ``on_request`` gets every one)."""
+        return self._client._recorder.latest
 
     def close(self, wait: bool = True) -> None:
         """Refuse new calls, finish (``wait=True``) or cancel (``wait=False``) the queued ones, wait for

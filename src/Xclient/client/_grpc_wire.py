@@ -87,6 +87,7 @@ def build_request(
     parameters: Mapping[str, Any] | None,
     *,
     stream: bool = False,
+    request_id: str = "",
 ) -> Any:
     """The ``ModelInferRequest`` of one call (``stream``: for ``ModelStreamInfer``, asking for an empty
     final response). ``inputs``: the coded arrays (:func:`~Xclient.client._coding.prepare_request`'s,
@@ -95,6 +96,8 @@ def build_request(
     checked = check_parameters(parameters)
     request = _pb().ModelInferRequest()
     request.CopyFrom(_template(plan, name, version, stream))
+    if request_id:
+        request.id = request_id
     for key, value in checked.items():
         setattr(request.parameters[key], _PARAMETER_FIELDS[type(value)], value)
     datatypes = plan.datatypes if plan is not None else {}

@@ -152,6 +152,6 @@ class ModelClient(SyncClientMixin):
         inference = Inference(self, self._get_config(), call, transport.calls)
         while True:
             try:
-                return inference.done(transport.run(inference.op, inference.timeout_s))
+                return inference.done(transport.run(inference.op, inference.timeout_s, inference.sent()))
             except Exception as e:  # failed() raises it, translated, unless it is retried
                 time.sleep(inference.failed(e))

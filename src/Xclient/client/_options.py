@@ -8,10 +8,13 @@ is a ``TypeError`` at once. The defaults and the rules live in those parameters;
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, TypedDict
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ._config import ModelConfig
+
+if TYPE_CHECKING:
+    from ._observe import RequestInfo
 
 
 class ConnectionOptions(TypedDict, total=False):
@@ -55,6 +58,9 @@ class ModelClientOptions(ClientOptions, total=False):
     """Ride out a server that is still starting on the first call, until ``init_timeout_s`` (False): the
     call that fetches the config or checks readiness (with ``model_config=`` and
     ``ensure_model_is_ready=False`` there is none, and nothing waits)."""
+    on_request: Callable[[RequestInfo], None] | None
+    """Called with the :class:`~Xclient.client.RequestInfo` of every finished request (success or
+    failure), in the thread or task that finished it; an exception it raises is logged, not raised."""
 
 
 class ServerClientOptions(ConnectionOptions, total=False):

@@ -185,6 +185,7 @@ def infer(
     inputs: Mapping[str, npt.NDArray[Any]],
     parameters: Mapping[str, Any] | None,
     headers: Mapping[str, str] | None,
+    request_id: str = "",
 ) -> Request:
     """``POST .../infer``: the JSON header, then each input's raw buffer; every output asked for in binary."""
     tensors = []
@@ -199,7 +200,9 @@ def infer(
         )  # fmt: skip
     request_parameters = dict(check_parameters(parameters))
     request_parameters["binary_data_output"] = True
-    header = json.dumps({"inputs": tensors, "parameters": request_parameters}, ensure_ascii=False).encode()
+    body: dict[str, Any] = {"id": request_id} if request_id else {}
+    body["inputs"], body["parameters"] = tensors, request_parameters
+    header = json.dumps(body, ensure_ascii=False).encode()
     extra = {"Content-Type": _BINARY, "Inference-Header-Content-Length": str(len(header))}
     path = model_path(name, version) + "/infer"
     return Request("POST", path, _headers(headers, **extra), b"".join([header, *buffers]))
@@ -390,5 +393,7 @@ class HttpCalls:
         *,
         timeout_s: float,
         headers: Headers,
+        request_id: str = "",
     ) -> Op:
-        return _op("infer", (name, version), infer(name, version, inputs, parameters, headers), infer_outputs)
+        request = infer(name, version, inputs, parameters, headers, request_id)
+        return _op("infer", (name, version), request, infer_outputs)

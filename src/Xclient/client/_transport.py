@@ -36,6 +36,7 @@ from ._auth import redact
 from ._urls import ServerUrl
 
 if TYPE_CHECKING:
+    from ._observe import RequestInfo
     from ._rest import HttpCalls
 
 
@@ -296,15 +297,21 @@ class Calls:
         *,
         timeout_s: float,
         headers: Headers,
+        request_id: str = "",
     ) -> Op:
-        return self._infer_op(name, version, inputs, parameters, timeout_s, headers)
+        return self._infer_op(name, version, inputs, parameters, timeout_s, headers, request_id)
 
     def _infer_op(
-        self, name: str, version: str, inputs: Any, parameters: Any, timeout_s: float, headers: Headers
+        self, name: str, version: str, inputs: Any, parameters: Any, timeout_s: float, headers: Headers, request_id: str
     ) -> Op:
         from ._coding import check_parameters
 
-        kwargs = {**self._kw(timeout_s, headers), "model_version": version, "parameters": check_parameters(parameters)}
+        kwargs = {
+            **self._kw(timeout_s, headers),
+            "model_version": version,
+            "parameters": check_parameters(parameters),
+            "request_id": request_id,
+        }
         return Op("infer", (name, _infer_inputs(self._input, inputs)), kwargs, type(self)._outputs)
 
 
@@ -321,11 +328,11 @@ class GrpcCalls(Calls):
         return {"headers": grpc_metadata(headers), "client_timeout": timeout_s}
 
     def _infer_op(
-        self, name: str, version: str, inputs: Any, parameters: Any, timeout_s: float, headers: Headers
+        self, name: str, version: str, inputs: Any, parameters: Any, timeout_s: float, headers: Headers, request_id: str
     ) -> Op:
         from ._grpc_wire import build_request, metadata, read_outputs
 
-        request = build_request(name, version, inputs, parameters)
+        request = build_request(name, version, inputs, parameters, request_id=request_id)
         return Op(MODEL_INFER_OP, (request,), {"timeout_s": timeout_s, "metadata": metadata(headers)}, read_outputs)
 
 
@@ -354,8 +361,13 @@ class Transport:
         self.url = url
         self.tls = tls
         self.calls: GrpcCalls | HttpCalls = GrpcCalls() if url.protocol == "grpc" else _http_calls()
+        self._url_text = str(url)
 
-    def run(self, op: Op, timeout_s: float) -> Any:
+    def run(self, op: Op, timeout_s: float, info: RequestInfo | None = None) -> Any:
+        """Run ``op``; with ``info`` (an inference's :class:`~Xclient.client.RequestInfo`), say which
+        server served it (``info.url``)."""
+        if info is not None:
+            info.url = self._url_text
         return op.parse(getattr(self._client(timeout_s), op.method)(*op.args, **op.kwargs))
 
     def _client(self, timeout_s: float) -> Any:
@@ -381,7 +393,9 @@ class HttpTransport(Transport):
 
         self.wire = SyncWire(url, tls)
 
-    def run(self, op: Op, timeout_s: float) -> Any:
+    def run(self, op: Op, timeout_s: float, info: RequestInfo | None = None) -> Any:
+        if info is not None:
+            info.url = self._url_text
         return op.parse(self.wire.send(op.kwargs["request"], timeout_s))
 
     def close(self) -> None:
@@ -402,8 +416,10 @@ class GrpcTransport(Transport):
         self.stubs = Stubs(_channel_of(self._grpc), _probe_address(url))
         _close_at_exit(self._grpc)
 
-    def run(self, op: Op, timeout_s: float) -> Any:
+    def run(self, op: Op, timeout_s: float, info: RequestInfo | None = None) -> Any:
         if op.method == MODEL_INFER_OP:
+            if info is not None:
+                info.url = self._url_text
             return op.parse(self.stubs.infer(*op.args, **op.kwargs))
         try:
             answer = super().run(op, timeout_s)
@@ -484,8 +500,12 @@ class AsyncTransport:
         self._stubs: Any = None  # gRPC: inference and streams over the aio client's channel
         self._answered = False  # gRPC: a call got an answer, so the channel has been connected
         self._wire: Any = None  # HTTP: Xclient's own asyncio wire
+        self._url_text = str(url)
 
-    async def run(self, op: Op, timeout_s: float) -> Any:
+    async def run(self, op: Op, timeout_s: float, info: RequestInfo | None = None) -> Any:
+        """Await ``op``; with ``info``, say which server served it (``info.url``)."""
+        if info is not None:
+            info.url = self._url_text
         if self._grpc:
             return await self._run_grpc(op)
         if self._wire is None:

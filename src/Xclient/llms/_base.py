@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 try:
     from langchain_core.prompt_values import PromptValue
@@ -79,6 +79,8 @@ class MetaLMBase(ConnectionFields):
     and the generation settings. gRPC streams; HTTP streams through Triton's ``generate_stream``."""
 
     model_config = MODEL_CONFIG
+    #: GenAI's ``gen_ai.operation.name`` of a call (Xclient.otel's spans).
+    _operation: ClassVar[str] = "text_completion"
 
     max_tokens: int = Field(
         default=DEFAULT_MAX_TOKENS, gt=0, validation_alias=AliasChoices("max_tokens", "max_new_tokens")
@@ -251,7 +253,7 @@ class MetaLMBase(ConnectionFields):
             extra=dict(options["model_kwargs"] or {}),
         )
         chat = tuple(turns) if turns is not None else None
-        return Call(model=options["model"], prompt=prompt, sampling=sampling, stream=stream, turns=chat)
+        return Call(options["model"], prompt, sampling, stream, chat, self._operation)
 
     def _chunks(self, call: Call, run_manager: Any, make: Callable[[str | Ending], Chunk]) -> Iterator[Chunk]:
         """A streaming call's LangChain chunks (``make`` builds one), each reported to the callbacks."""

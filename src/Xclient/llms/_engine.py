@@ -39,12 +39,16 @@ from ..client import (
     ModelClient,
     ModelConfig,
 )
+from ..client._observe import RequestInfo, generation_finished, generation_started
 from ..client._retry import RetryPolicy
 from ..client._urls import ServerUrl, parse_url
 from ..exceptions import IncompatibleModelError, XclientError
 from ._backends import Backend, BackendName, Sampling, TritonRequest, detect_backend, explain
 from ._http import AsyncGenerateClient, SyncGenerateClient
 from ._streaming import Ending, Generation, TextDecoder
+
+#: An LLM call being observed (None: no observer is enabled).
+Traced = Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +91,7 @@ class Call:
     sampling: Sampling
     stream: bool
     turns: tuple[tuple[str, str], ...] | None = None  # a chat's turns, for a backend that renders it itself
+    operation: str = "text_completion"  # GenAI's gen_ai.operation.name: "chat" for ChatMetaLM
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +103,7 @@ class Connection:
     backend: Backend
     open: Callable[[TritonRequest], Any]
     close: Callable[[], Any]
+    last_info: Callable[[], RequestInfo | None] = lambda: None  # the caller's last request on it
 
 
 def _backend(settings: Settings, config: ModelConfig) -> Backend:
@@ -116,10 +122,10 @@ def connect(settings: Settings, model: str) -> Connection:
             http.close()
             raise
         if config.decoupled:
-            return Connection(config, backend, http.stream, http.close)
+            return Connection(config, backend, http.stream, http.close, _last_info(http))
         http.close()
         client: Any = ModelClient(str(url), model, model_config=config, ensure_model_is_ready=False, **options)
-        return Connection(config, backend, _one_response(client, config), client.close)
+        return Connection(config, backend, _one_response(client, config), client.close, _last_info(client))
     client = DecoupledModelClient(str(url), model, **options)
     try:
         try:
@@ -128,8 +134,10 @@ def connect(settings: Settings, model: str) -> Connection:
             client.close()
             client = ModelClient(str(url), model, **options)
             config = client.model_config
-            return Connection(config, _backend(settings, config), _one_response(client, config), client.close)
-        return Connection(config, _backend(settings, config), _stream(client, config), client.close)
+            return Connection(
+                config, _backend(settings, config), _one_response(client, config), client.close, _last_info(client)
+            )
+        return Connection(config, _backend(settings, config), _stream(client, config), client.close, _last_info(client))
     except BaseException:
         client.close()
         raise
@@ -147,10 +155,10 @@ async def aconnect(settings: Settings, model: str) -> Connection:
             await http.close()
             raise
         if config.decoupled:
-            return Connection(config, backend, http.stream, http.close)
+            return Connection(config, backend, http.stream, http.close, _last_info(http))
         await http.close()
         client: Any = AsyncioModelClient(str(url), model, model_config=config, ensure_model_is_ready=False, **options)
-        return Connection(config, backend, _aone_response(client, config), client.close)
+        return Connection(config, backend, _aone_response(client, config), client.close, _last_info(client))
     client = AsyncioDecoupledModelClient(str(url), model, **options)
     try:
         try:
@@ -159,11 +167,18 @@ async def aconnect(settings: Settings, model: str) -> Connection:
             await client.close()
             client = AsyncioModelClient(str(url), model, **options)
             config = await client.model_config
-            return Connection(config, _backend(settings, config), _aone_response(client, config), client.close)
-        return Connection(config, _backend(settings, config), _stream(client, config), client.close)
+            return Connection(
+                config, _backend(settings, config), _aone_response(client, config), client.close, _last_info(client)
+            )
+        return Connection(config, _backend(settings, config), _stream(client, config), client.close, _last_info(client))
     except BaseException:
         await client.close()
         raise
+
+
+def _last_info(client: Any) -> Callable[[], RequestInfo | None]:
+    """The caller's last request on ``client`` (its ``last_request_info``: per thread, or per task)."""
+    return lambda: client.last_request_info
 
 
 def _stream(client: DecoupledModelClient | AsyncioDecoupledModelClient, config: ModelConfig) -> Callable[..., Any]:
@@ -263,9 +278,29 @@ def start(connection: Connection, call: Call) -> tuple[Generation, TritonRequest
     return Generation(decoder, read, call.model, request.counted_max_tokens), request
 
 
+def ended(ending: Ending, connection: Connection, traced: Traced) -> Ending:
+    """The :class:`Ending`, with the facts of its request in its metadata (``request_info``); the LLM
+    call's observers (a GenAI span, token counters) get its usage."""
+    info = connection.last_info()
+    if info is not None:
+        ending.metadata["request_info"] = info.as_dict()
+    generation_finished(traced, info, ending.usage, ending.metadata.get("finish_reason"))
+    return ending
+
+
+def retry_or_end(retry: Retry, error: XclientError, generation: Generation | None, traced: Traced) -> float:
+    """:meth:`Retry.delay`; an error that is not retried ends the LLM call's observation first."""
+    try:
+        return retry.delay(error, generation)
+    except XclientError as final:
+        generation_finished(traced, None, None, None, final)
+        raise
+
+
 def run(engine: Engine, call: Call) -> Generator[str | Ending, None, None]:
     """The text of one generation as it comes (blocking), then its :class:`Ending`."""
     retry = Retry(engine.settings.max_retries)
+    traced = generation_started(call.operation, call.model, call.prompt)
     while True:
         generation = request = None
         try:
@@ -277,17 +312,18 @@ def run(engine: Engine, call: Call) -> Generator[str | Ending, None, None]:
                         yield text
                     if generation.stopped:
                         break  # leaving the block cancels the request on the server
-            yield generation.finish()
+            yield ended(generation.finish(), connection, traced)
             return
         except XclientError as error:
             if request is not None:
                 error = explain(error, request)
-            time.sleep(retry.delay(error, generation))
+            time.sleep(retry_or_end(retry, error, generation, traced))
 
 
 async def arun(engine: Engine, call: Call) -> AsyncGenerator[str | Ending, None]:
     """:func:`run` on the running event loop."""
     retry = Retry(engine.settings.max_retries)
+    traced = generation_started(call.operation, call.model, call.prompt)
     while True:
         generation = request = None
         try:
@@ -299,9 +335,9 @@ async def arun(engine: Engine, call: Call) -> AsyncGenerator[str | Ending, None]
                         yield text
                     if generation.stopped:
                         break
-            yield generation.finish()
+            yield ended(generation.finish(), connection, traced)
             return
         except XclientError as error:
             if request is not None:
                 error = explain(error, request)
-            await asyncio.sleep(retry.delay(error, generation))
+            await asyncio.sleep(retry_or_end(retry, error, generation, traced))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
@@ -30,6 +31,7 @@ import numpy as np
 from ..client import ModelConfig
 from ..client import _rest as rest
 from ..client._auth import build_headers, merge_headers, scoped_headers, secrets_of
+from ..client._observe import Recorder, RequestInfo
 from ..client._transport import CallContext, TlsOptions, translate_error
 from ..client._urls import ServerUrl
 from ..exceptions import XclientError
@@ -77,6 +79,12 @@ class GenerateClient:
         self._tls = tls or TlsOptions()
         self._version = model_version
         self._config: ModelConfig | None = None
+        self._recorder = Recorder(str(url), "http", model_name, model_version, None)
+
+    @property
+    def last_request_info(self) -> RequestInfo | None:
+        """The last request this thread or task finished on this client (see ModelClient's)."""
+        return self._recorder.last()
 
     @contextlib.contextmanager
     def _translated(self, action: str, timeout_s: float) -> Iterator[None]:
@@ -99,12 +107,23 @@ class GenerateClient:
         self._config = ModelConfig.from_dict(raw, version=self._version)
         return self._config
 
-    def _stream_request(self, request: TritonRequest) -> rest.Request:
+    def _stream_request(self, request: TritonRequest, info: RequestInfo) -> rest.Request:
         assert self._config is not None, "the model config is fetched first"
-        payload = json_inputs(self._config, request.inputs)
+        payload = {"id": info.request_id, **json_inputs(self._config, request.inputs)}
         # request_headers(...) around the call (a traceparent) adds to the client's headers
         headers = merge_headers(self._headers, scoped_headers())
-        return rest.generate_stream(self._model_name, self._version or "", payload, headers or {})
+        traced = info.headers()
+        if traced:
+            headers = merge_headers(headers or {}, traced)
+        coded = rest.generate_stream(self._model_name, self._version or "", payload, headers or {})
+        info.built_ns = info.sent_ns = time.perf_counter_ns()
+        info.attempts = 1
+        return coded
+
+    def _ended(self, info: RequestInfo, error: BaseException | None) -> None:
+        """A stream's end: its facts handed on (``cancelled``: left before the server's last event)."""
+        info.cancelled = info.cancelled and error is None
+        self._recorder.finish(info, error)
 
     def _outputs(self, payload: bytes) -> Outputs:
         """One event's outputs; an ``{"error": ...}`` event (possibly after a 200) raises."""
@@ -149,19 +168,32 @@ class SyncGenerateClient(GenerateClient):
     @contextlib.contextmanager
     def stream(self, request: TritonRequest) -> Iterator[Iterator[Outputs]]:
         """The responses of one request; leaving the block closes the connection (cancels the request)."""
-        with contextlib.ExitStack() as stack:
-            with self._translated("inference", self._timeout_s):
-                chunks = stack.enter_context(self._wire().stream(self._stream_request(request), self._timeout_s))
-            yield self._iterate(chunks)
+        info = self._recorder.start(True)
+        error: BaseException | None = None
+        try:
+            with contextlib.ExitStack() as stack:
+                with self._translated("inference", self._timeout_s):
+                    coded = self._stream_request(request, info)
+                    chunks = stack.enter_context(self._wire().stream(coded, self._timeout_s))
+                yield self._iterate(chunks, info)
+        except BaseException as e:
+            error = e
+            raise
+        finally:
+            self._ended(info, error)
 
-    def _iterate(self, chunks: Iterator[bytes]) -> Iterator[Outputs]:
+    def _iterate(self, chunks: Iterator[bytes], info: RequestInfo) -> Iterator[Outputs]:
         parser = rest.SseParser()
+        info.cancelled = True  # until the server's last event
         while True:
             with self._translated("inference", self._timeout_s):
                 chunk = next(chunks, None)
             if chunk is None:
+                info.cancelled = False
                 return
-            yield from self._events(parser, chunk)
+            for outputs in self._events(parser, chunk):
+                info.responded()
+                yield outputs
 
     def close(self) -> None:
         http, self._http = self._http, None
@@ -193,21 +225,31 @@ class AsyncGenerateClient(GenerateClient):
     @contextlib.asynccontextmanager
     async def stream(self, request: TritonRequest) -> AsyncIterator[AsyncIterator[Outputs]]:
         """The responses of one request; leaving the block closes the connection (cancels the request)."""
-        async with contextlib.AsyncExitStack() as stack:
-            with self._translated("inference", self._timeout_s):
-                chunks = await stack.enter_async_context(
-                    self._wire().stream(self._stream_request(request), self._timeout_s)
-                )
-            yield self._iterate(chunks)
+        info = self._recorder.start(True)
+        error: BaseException | None = None
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                with self._translated("inference", self._timeout_s):
+                    coded = self._stream_request(request, info)
+                    chunks = await stack.enter_async_context(self._wire().stream(coded, self._timeout_s))
+                yield self._iterate(chunks, info)
+        except BaseException as e:
+            error = e
+            raise
+        finally:
+            self._ended(info, error)
 
-    async def _iterate(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[Outputs]:
+    async def _iterate(self, chunks: AsyncIterator[bytes], info: RequestInfo) -> AsyncIterator[Outputs]:
         parser = rest.SseParser()
+        info.cancelled = True  # until the server's last event
         while True:
             with self._translated("inference", self._timeout_s):
                 chunk = await anext(chunks, None)
             if chunk is None:
+                info.cancelled = False
                 return
             for outputs in self._events(parser, chunk):
+                info.responded()
                 yield outputs
 
     async def close(self) -> None:

@@ -29,7 +29,7 @@ import functools
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.exceptions import OutputParserException
@@ -251,6 +251,8 @@ class ChatMetaLM(MetaLMBase, BaseChatModel):
     anything is sent. Output bytes that are not valid UTF-8 become U+FFFD, alike in ``invoke`` and
     ``stream`` (a character split across stream responses is joined first, never replaced).
     """
+
+    _operation: ClassVar[str] = "chat"
 
     model_config = MODEL_CONFIG
 
