@@ -108,10 +108,10 @@ class _Exchange:
         message = build_request(
             *client._model_args(), self.request.inputs, parameters, stream=True, request_id=info.request_id
         )
-        headers = metadata(client._call_headers(headers, info))
+        sent = metadata(client._call_headers(headers, info))
         info.built_ns = info.sent_ns = time.perf_counter_ns()
         info.attempts += 1
-        return message, headers
+        return message, sent
 
     def report(self) -> None:
         """Hand this request's facts on, once: when the stream ends, fails or is left (by :meth:`__exit__`

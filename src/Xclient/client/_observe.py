@@ -178,7 +178,7 @@ if hasattr(os, "register_at_fork"):
 def check_hook(on_request: object) -> OnRequest | None:
     if on_request is not None and not callable(on_request):
         raise XclientValueError(f"on_request: expected a callable taking a RequestInfo, got {on_request!r}")
-    return on_request  # type: ignore[return-value]
+    return on_request
 
 
 class Recorder:
