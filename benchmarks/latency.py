@@ -27,11 +27,17 @@ NOTES = (
     "{rounds} rounds x {requests} requests per client after a warm-up round; p50/p99 over all kept requests. "
     "Target: Xclient's ModelClient p50 at most 0.95x raw (knowing the config lets it do less per call).",
     "The str-input row is Xclient given the text as str (its users' usual call), for information.",
+    "The on_request row is Xclient with a hook that gets every request's RequestInfo (a no-op function): "
+    "what observing costs; every row records RequestInfo (last_request_info), which is always on.",
 )
 NOTES_LARGE = (
     "{rounds} rounds x {requests} requests per client after a warm-up round: 1,048,576 FP32 values (4 MB) to "
     "bench_large, which sends them back. Target: Xclient's ModelClient p50 at most raw's (<= 1.00x).",
 )
+
+
+def _ignore(info: object) -> None:
+    """The on_request hook of the observed contender: the cost of the hook path, not of its work."""
 
 
 def timed_calls(call: Callable[[], Any], count: int) -> list[float]:
@@ -58,7 +64,8 @@ def make_contenders(
         raw = c.raw_sync_client(protocol, url)
         pytriton = PyTritonModelClient(url, model)
         xclient = ModelClient(url, model)
-        for client in (raw, pytriton, xclient):
+        hooked = ModelClient(url, model, on_request=_ignore)  # RequestInfo handed to a hook on every call
+        for client in (raw, pytriton, xclient, hooked):
             stack.callback(client.close)
         if large:
             calls = [
@@ -72,6 +79,7 @@ def make_contenders(
                 (h.PYTRITON, "ModelClient", lambda client=pytriton: client.infer_sample(c.SAMPLE)),
                 (h.XCLIENT, "ModelClient", lambda client=xclient: client.infer_sample(c.SAMPLE)),
                 (h.XCLIENT, "ModelClient (str input)", lambda client=xclient: client.infer_sample(c.TEXT.decode())),
+                (h.XCLIENT, "ModelClient (on_request hook)", lambda client=hooked: client.infer_sample(c.SAMPLE)),
             ]
         for library, label, call in calls:
             run = lambda call=call: timed_calls(call, requests)  # noqa: E731

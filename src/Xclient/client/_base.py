@@ -461,10 +461,9 @@ class Inference:
     def done(self, outputs: dict[str, Any]) -> dict[str, Any]:
         info = self.info
         info.responded()
-        try:
-            return finish_response(outputs, self._request)
-        finally:
-            self._client._recorder.finish(info)
+        result = finish_response(outputs, self._request)  # a failure here is reported by failed()
+        self._client._recorder.finish(info)
+        return result
 
     def failed(self, exc: Exception) -> float:
         """The pause before sending the request again, or raise the translated error. It is raised

@@ -33,7 +33,7 @@ _perf_ns = time.perf_counter_ns
 _LOG = logging.getLogger("Xclient")
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, slots=True)
 class RequestInfo:
     """The facts of one request, as the client saw them. Read-only once delivered.
 
@@ -212,6 +212,9 @@ class Recorder:
         return info
 
     def finish(self, info: RequestInfo, error: BaseException | None = None) -> None:
+        """Hand ``info`` on, once (a second finish of the same request is ignored)."""
+        if info.end_ns:
+            return
         info.end_ns = _perf_ns()
         if error is not None:
             info.error = type(error).__name__
