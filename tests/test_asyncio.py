@@ -25,9 +25,9 @@ def spy_calls(client: AsyncioModelClient, seen: list[str]) -> None:
     transport = client._transport()
     original = transport.run
 
-    async def run(op, timeout_s):
+    async def run(op, timeout_s, info=None):
         seen.append(op.method)
-        return await original(op, timeout_s)
+        return await original(op, timeout_s, info)
 
     transport.run = run
 

@@ -54,7 +54,7 @@ class Spy:
         self.config_fetches: list[str] = []
         self.inferences = 0
 
-        async def run(op, timeout_s):  # on the client's loop thread: no lock needed
+        async def run(op, timeout_s, info=None):  # on the client's loop thread: no lock needed
             self.inferences += op.method == "infer"
             if op.method == "get_model_config":
                 self.config_fetches.append(op.args[0])
@@ -62,7 +62,7 @@ class Spy:
             self.in_flight += 1
             self.most = max(self.most, self.in_flight)
             try:
-                return await original(op, timeout_s)
+                return await original(op, timeout_s, info)
             finally:
                 self.in_flight -= 1
 

@@ -59,9 +59,9 @@ def count_calls(client, seen: list[str]) -> None:
     transport = client._transport()
     original = transport.run
 
-    def run(op, timeout_s):
+    def run(op, timeout_s, info=None):
         seen.append(op.method)
-        return original(op, timeout_s)
+        return original(op, timeout_s, info)
 
     transport.run = run
 

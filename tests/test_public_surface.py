@@ -60,6 +60,7 @@ def test_every_option_of_the_typed_dicts_is_a_real_keyword():
         "model_config": None,
         "ensure_model_is_ready": True,
         "wait_for_server_on_first_call": True,
+        "on_request": print,
         "timeout_s": 3.0,
         "load_timeout_s": 9.0,
     }
