@@ -225,6 +225,16 @@ def test_chat_model_puts_the_request_info_in_response_metadata(url, protocol):
     assert chunks[-1].response_metadata["request_info"]["request_id"] != info["request_id"]
 
 
+async def test_async_llm_calls_carry_request_info_in_generation_info(url, protocol):
+    from Xclient.llms import MetaLM
+
+    llm = MetaLM(server_url=url, model="Qwen2-0.5B-Instruct", max_tokens=16)
+    first, second = (await llm.agenerate(["介绍一下你自己", "你好"])).generations
+    infos = [first[0].generation_info["request_info"], second[0].generation_info["request_info"]]
+    assert [i["protocol"] for i in infos] == [protocol, protocol] and infos[0]["request_id"] != infos[1]["request_id"]
+    assert all(i["error"] is None and not i["cancelled"] and i["responses"] >= 1 for i in infos)
+
+
 def test_without_observers_nothing_of_opentelemetry_or_prometheus_is_imported(triton_server):
     script = f"""
 import sys

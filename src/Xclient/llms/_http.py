@@ -120,10 +120,20 @@ class GenerateClient:
         info.attempts = 1
         return coded
 
-    def _ended(self, info: RequestInfo, error: BaseException | None) -> None:
-        """A stream's end: its facts handed on (``cancelled``: left before the server's last event)."""
-        info.cancelled = info.cancelled and error is None
-        self._recorder.finish(info, error)
+    @contextlib.contextmanager
+    def _observed(self) -> Iterator[RequestInfo]:
+        """One stream's :class:`RequestInfo`, handed on when the block ends (``cancelled``: left before
+        the server's last event; an error ends it with the error's type). Sync and asyncio streams alike."""
+        info = self._recorder.start(True)
+        error: BaseException | None = None
+        try:
+            yield info
+        except BaseException as e:
+            error = e
+            raise
+        finally:
+            info.cancelled = info.cancelled and error is None
+            self._recorder.finish(info, error)
 
     def _outputs(self, payload: bytes) -> Outputs:
         """One event's outputs; an ``{"error": ...}`` event (possibly after a 200) raises."""
@@ -168,19 +178,11 @@ class SyncGenerateClient(GenerateClient):
     @contextlib.contextmanager
     def stream(self, request: TritonRequest) -> Iterator[Iterator[Outputs]]:
         """The responses of one request; leaving the block closes the connection (cancels the request)."""
-        info = self._recorder.start(True)
-        error: BaseException | None = None
-        try:
-            with contextlib.ExitStack() as stack:
-                with self._translated("inference", self._timeout_s):
-                    coded = self._stream_request(request, info)
-                    chunks = stack.enter_context(self._wire().stream(coded, self._timeout_s))
-                yield self._iterate(chunks, info)
-        except BaseException as e:
-            error = e
-            raise
-        finally:
-            self._ended(info, error)
+        with self._observed() as info, contextlib.ExitStack() as stack:
+            with self._translated("inference", self._timeout_s):
+                coded = self._stream_request(request, info)
+                chunks = stack.enter_context(self._wire().stream(coded, self._timeout_s))
+            yield self._iterate(chunks, info)
 
     def _iterate(self, chunks: Iterator[bytes], info: RequestInfo) -> Iterator[Outputs]:
         parser = rest.SseParser()
@@ -225,19 +227,12 @@ class AsyncGenerateClient(GenerateClient):
     @contextlib.asynccontextmanager
     async def stream(self, request: TritonRequest) -> AsyncIterator[AsyncIterator[Outputs]]:
         """The responses of one request; leaving the block closes the connection (cancels the request)."""
-        info = self._recorder.start(True)
-        error: BaseException | None = None
-        try:
+        with self._observed() as info:
             async with contextlib.AsyncExitStack() as stack:
                 with self._translated("inference", self._timeout_s):
                     coded = self._stream_request(request, info)
                     chunks = await stack.enter_async_context(self._wire().stream(coded, self._timeout_s))
                 yield self._iterate(chunks, info)
-        except BaseException as e:
-            error = e
-            raise
-        finally:
-            self._ended(info, error)
 
     async def _iterate(self, chunks: AsyncIterator[bytes], info: RequestInfo) -> AsyncIterator[Outputs]:
         parser = rest.SseParser()
