@@ -378,55 +378,28 @@ def test_http_replicas_are_single_url_transports(servers):
         assert all(type(t) is HttpTransport for t in fleet.transports())
 
 
-@contextlib.contextmanager
-def silent_server() -> Iterator[str]:
-    """An HTTP URL whose server accepts connections and never answers (what a hung replica does)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.05)
-        while not stop.is_set():
-            with contextlib.suppress(OSError):
-                accepted.append(listener.accept()[0])
-
-    thread = threading.Thread(target=accept)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join()
-        for conn in accepted:
-            conn.close()
-        listener.close()
-
-
-def test_a_replica_that_keeps_timing_out_opens_its_circuit_breaker(servers):
+@pytest.mark.parametrize("protocol", ["http"])  # the fixture silent_url's protocol
+def test_a_replica_that_keeps_timing_out_opens_its_circuit_breaker(servers, silent_url):
     """Timeouts are not failed over (the request may be running there), but after five in a row the
     replica's breaker opens and it gets no request until its cool-down ends."""
     from Xclient.exceptions import XclientTimeoutError
 
-    live = servers[0].http_url
-    with silent_server() as silent:
-        with ModelClient(live, "identity") as one:
-            config = one.model_config
-        with ModelClient([silent, live], "identity", model_config=config, inference_timeout_s=0.2) as client:
-            timeouts = 0
-            for _ in range(60):
-                try:
-                    client.infer_sample(FP32=SAMPLE)
-                except XclientTimeoutError:
-                    timeouts += 1
-                if state_of(client, silent).state == "open":
-                    break
-            assert timeouts == 5 and state_of(client, silent).state == "open"
-            assert state_of(client, silent).failures == 5 and "timed out" in str(state_of(client, silent).last_error)
-            for _ in range(30):  # all to the live one now
+    live, silent = servers[0].http_url, silent_url  # silent: accepts connections, never answers
+    with ModelClient(live, "identity") as one:
+        config = one.model_config
+    with ModelClient([silent, live], "identity", model_config=config, inference_timeout_s=0.2) as client:
+        timeouts = 0
+        for _ in range(60):
+            try:
                 client.infer_sample(FP32=SAMPLE)
+            except XclientTimeoutError:
+                timeouts += 1
+            if state_of(client, silent).state == "open":
+                break
+        assert timeouts == 5 and state_of(client, silent).state == "open"
+        assert state_of(client, silent).failures == 5 and "timed out" in str(state_of(client, silent).last_error)
+        for _ in range(30):  # all to the live one now
+            client.infer_sample(FP32=SAMPLE)
 
 
 def test_fleet_transports_say_which_replica_served_a_call(servers):
