@@ -437,3 +437,23 @@ def test_loading_and_unloading_a_model_goes_to_every_replica(servers):
 def ready(server: LocalTritonServer, model: str) -> bool:
     with ServerClient(server.http_url) as client:
         return client.is_model_ready(model)
+
+
+def test_a_stream_that_fails_before_its_first_response_goes_to_another_replica(servers):
+    """A replica that served this client before (its config checked) and is refused now: the stream,
+    not yet answered, goes at once to the other one (the failure a server cannot make on demand is a
+    replica dying between two streams; a port where nothing listens stands in for it)."""
+    dead, live = dead_url("grpc"), servers[0].grpc_url
+    with DecoupledModelClient([dead, live], "stream") as client:
+        client.model_config  # noqa: B018 - fetched (from the live one: the dead one is refused)
+        fleet = client._transport().fleet  # type: ignore[attr-defined]
+        for replica in fleet.listed:
+            replica.checked = True  # as if the dead one had served this client before it died
+            replica.state = "up"
+        for _ in range(40):  # until a stream went out to the dead one (each picks it half the time)
+            assert [r["i"].tolist() for r in client.infer_sample(n=[2])] == [[0], [1]]
+            if state_of(client, dead).state != "up":
+                break
+        dead_state = state_of(client, dead)
+        assert dead_state.state == "down" and "Cannot reach" in str(dead_state.last_error)
+        assert all(r.outstanding == 0 for r in client.replicas)

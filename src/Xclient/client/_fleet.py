@@ -209,6 +209,7 @@ class ReplicaSet(Generic[T]):
         self._static = [t for t in self._targets if isinstance(t, ServerUrl)]
         self._names = [t for t in self._targets if isinstance(t, DnsName)]
         self._resolved: dict[DnsName, list[ServerUrl]] = {}
+        self._dns_error: str | None = None  # why the last resolution failed
         self._dns_due = 0.0 if self._names else float("inf")
         self._reference: tuple[Replica[T], ModelConfig] | None = None
         self.listed: list[Replica[T]] = []
@@ -336,7 +337,7 @@ class ReplicaSet(Generic[T]):
                 lines.append(f"{replica.url}: not tried, the call's deadline passed")
         if not replicas:
             names = ", ".join(str(n) for n in self._names)
-            lines.append(f"{names}: resolves to no address")
+            lines.append(f"{names}: resolves to no address" + (f" ({self._dns_error})" if self._dns_error else ""))
         what = _ACTIONS.get(method, method)
         where = f" for model {self._ctx.model!r}" if self._ctx.model else ""
         errors = list(said.values())
@@ -345,7 +346,8 @@ class ReplicaSet(Generic[T]):
             model=self._ctx.model,
             status=errors[-1].status if errors else None,
             server_message=errors[-1].server_message if errors else None,
-            retryable=bool(errors) and all(e.retryable for e in errors),
+            # Nothing was sent when nothing was tried (a name that did not resolve): a retry may find it.
+            retryable=all(e.retryable for e in errors),
         )
 
     # -- the rules ------------------------------------------------------------------------------------
@@ -460,6 +462,7 @@ class ReplicaSet(Generic[T]):
         for name in self._names:
             answer = yield _Resolve(name.url.host, name.url.port)
             if isinstance(answer, _Failed):
+                self._dns_error = f"{type(answer.exc).__name__}: {answer.exc}"
                 if first and name not in self._resolved:
                     self._dns_due = 0.0  # nothing known yet: the next call tries again
                 continue  # keep the last list
