@@ -25,7 +25,7 @@ from ._inputs import read_text_file
 from ._output import is_tty
 
 if TYPE_CHECKING:
-    from ..llms._engine import Engine, Settings
+    from ..llms._engine import Call, Engine, Settings
     from ..llms._templates import ChatTemplate
 
 Messages = list[tuple[str, str]]  # (role, content): "system", "user", "assistant"
@@ -66,7 +66,7 @@ def add_commands(commands: Commands) -> None:
             metavar="[MODEL] PROMPT",
             help="the model (optional, as in `ollama run MODEL PROMPT`) and the prompt (-, or none: all of stdin)",
         )
-        _add_llm_options(generate)
+        add_llm_options(generate)
 
     chat = commands.add(
         "chat",
@@ -79,16 +79,21 @@ def add_commands(commands: Commands) -> None:
         ],
     )
     chat.add_argument("model_arg", nargs="?", metavar="MODEL", help="the model (default: --model)")
-    _add_llm_options(chat)
+    add_llm_options(chat)
 
 
-def _add_llm_options(parser: argparse.ArgumentParser) -> None:
+def add_llm_options(parser: argparse.ArgumentParser, *, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
+    """The LLM's options (model, template, sampling), for generate, chat and bench."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", help=f"the model, if not given positionally (env {ENV_MODEL}; default {DEMO_LLM})")
     group.add_argument("--model-version", metavar="VERSION", help="default: the server's choice")
     group.add_argument("--system", metavar="TEXT", help="a system message before the conversation")
     group.add_argument(
-        "--max-tokens", type=int, metavar="N", help=f"tokens to generate at most (default {DEFAULT_MAX_TOKENS})"
+        "--max-tokens",
+        type=int,
+        default=default_max_tokens,
+        metavar="N",
+        help=f"tokens to generate at most (default {default_max_tokens})",
     )
     group.add_argument("--temperature", type=float, metavar="T", help="sampling temperature (default: the server's)")
     group.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling (default: the server's)")
@@ -169,16 +174,21 @@ class Generator:
     def pieces(self, messages: Messages, *, stream: bool) -> Iterator[Any]:
         """The answer's text pieces as they come, then its ``Ending`` (closing this iterator early cancels
         the request on the server)."""
-        from ..llms._engine import Call, run
+        from ..llms._engine import run
 
-        call = Call(
+        return run(self.engine, self.call(messages, stream=stream))
+
+    def call(self, messages: Messages, *, stream: bool) -> Call:
+        """The engine's call for ``messages`` (the template rendered), sync or async alike."""
+        from ..llms._engine import Call
+
+        return Call(
             model=self.model,
             prompt=self.template.render(messages),
             sampling=self.sampling,
             stream=stream,
             turns=None if self.chosen_template else tuple(messages),  # for a backend with its own (FastDeploy)
         )
-        return run(self.engine, call)
 
     def close(self) -> None:
         self.engine.close()
