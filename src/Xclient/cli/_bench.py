@@ -148,6 +148,9 @@ def _check_load(args: argparse.Namespace) -> None:
         raise XclientValueError("--concurrency and --request-rate: give one (a closed loop or an open one)")
     if args.requests is not None and args.duration is not None:
         raise XclientValueError("--requests and --duration: give one")
+    parse_concurrency(args.concurrency)
+    if args.request_rate is not None:
+        stats.arrivals(args.request_rate, 0)
     for flag, value in (("--requests", args.requests), ("--batch-size", args.batch_size), ("--length", args.length)):
         if value is not None and value < 1:
             raise XclientValueError(f"{flag}: expected a positive integer, got {value}")

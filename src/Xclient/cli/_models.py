@@ -87,6 +87,8 @@ def _stats_arguments(parser: argparse.ArgumentParser) -> None:
 
 #: ``xclient models stats --watch``'s refresh period when none is given.
 DEFAULT_WATCH_S = 2.0
+#: How ``--watch`` waits between refreshes (a test makes requests there instead).
+pause: Callable[[float], None] = time.sleep
 
 
 def _add_version(parser: argparse.ArgumentParser) -> None:
@@ -305,7 +307,7 @@ def _watch(ctx: Context) -> None:
     with ctx.connection.server() as server:
         while args.count is None or refresh < args.count:
             if refresh:
-                time.sleep(args.watch)
+                pause(args.watch)
             now = time.monotonic()
             current = [ModelStats.of(entry) for entry in server.statistics(args.name, args.model_version)]
             interval = None if last is None else now - last
