@@ -94,7 +94,7 @@ def test_invoke_stream_and_batch_agree_over_both_protocols(url):
     llm = ChatMetaLM(server_url=url, model=QWEN)
     message = llm.invoke(QUESTION)
     assert isinstance(message, AIMessage) and message.content == expected(QUESTION)
-    assert message.response_metadata == {"model_name": QWEN, "finish_reason": "stop"}
+    assert message.response_metadata == {"model_name": QWEN, "finish_reason": "stop", "usage_source": "backend"}
     assert message.usage_metadata["output_tokens"] == len(tokenize(message.content))
     chunks = list(llm.stream(QUESTION))
     assert text_of(chunks) == message.content and len(chunks) > 80
@@ -410,7 +410,7 @@ def test_usage_and_response_metadata_come_once_on_the_last_chunk(url):
         "output_tokens": answer_tokens,
         "total_tokens": prompt_tokens + answer_tokens,
     }
-    assert full.response_metadata == {"model_name": QWEN, "finish_reason": "stop"}
+    assert full.response_metadata == {"model_name": QWEN, "finish_reason": "stop", "usage_source": "backend"}
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])

@@ -16,9 +16,10 @@ Definitions (those of genai-perf and AIPerf):
 - **goodput**: requests/s counting only the requests that meet every goal (``--goal ttft_ms=200``); a
   goal on a value a request does not have (ITL of a one-token answer) does not count against it.
 
-Output tokens come from the backend's own counts when it returns them (vLLM's ``num_output_tokens``,
-TensorRT-LLM's sequence lengths), else they are the streamed responses that carried text, one token
-each: :attr:`Sample.tokens_source` and the report say which.
+Output tokens come from the backend's own counts when it returns them (vLLM's and TensorRT-LLM's
+``num_output_tokens``), else from the tokenizer when one is configured (``--tokenizer``), else they are
+the streamed responses that carried text, one token each: :attr:`Sample.tokens_source` and the report
+say which.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ import dataclasses
 import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from .exceptions import XclientValueError
 
-TokensSource = Literal["backend", "responses"]
+#: Where a request's output tokens came from: the backend's counts, the configured tokenizer (the usage's
+#: ``usage_source``), or the streamed responses that carried text, counted.
+TokensSource = Literal["backend", "tokenizer", "backend+tokenizer", "responses"]
 
 #: What ``--goal`` can set, in milliseconds: the per-request value each one limits.
 GOALS = ("ttft_ms", "ttst_ms", "itl_ms", "latency_ms")
@@ -55,6 +58,7 @@ class Sample:
     output_tokens: int | None = None
     input_tokens: int | None = None
     error: str | None = None
+    usage_source: str | None = None  # the usage's source when output_tokens is given (default: the backend)
 
     @property
     def ok(self) -> bool:
@@ -71,7 +75,11 @@ class Sample:
 
     @property
     def tokens_source(self) -> TokensSource:
-        return "backend" if self.output_tokens is not None else "responses"
+        if self.output_tokens is None:
+            return "responses"
+        if self.usage_source in ("tokenizer", "backend+tokenizer"):
+            return cast(TokensSource, self.usage_source)
+        return "backend"
 
     @property
     def ttft(self) -> float | None:
@@ -227,6 +235,8 @@ def summarize(
 
 TOKENS_SOURCE = {
     "backend": "the backend's own token counts",
+    "tokenizer": "counted with the configured tokenizer (the backend returns no counts)",
+    "backend+tokenizer": "the backend's counts, completed with the configured tokenizer",
     "responses": "counted streamed responses (one token each: the backend returns no counts)",
     "mixed": "the backend's counts for some requests, counted responses for others",
     None: "none (no request succeeded)",

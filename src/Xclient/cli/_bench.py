@@ -288,6 +288,7 @@ class Target:
             tuple(times),
             output_tokens=None if usage is None else usage["output_tokens"],
             input_tokens=None if usage is None else usage["input_tokens"],
+            usage_source=None if ending is None else ending.metadata.get("usage_source"),
         )
 
     async def _embed(self) -> stats.Sample:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import XclientValueError
@@ -58,7 +58,7 @@ def add_commands(commands: Commands) -> None:
                 f"echo '你好' | xclient {name} --json --url grpc://gpu-box:8001",
                 f"FASTDEPLOY_MODEL_URL=gpu-box:8001 xclient {name} '你好'  # FastDeploy's server and model",
             ],
-            json="one JSON object: model, text, finish_reason, usage",
+            json="one JSON object: model, text, finish_reason, usage (null: not reported), usage_source",
         )
         generate.add_argument(
             "words",
@@ -67,6 +67,7 @@ def add_commands(commands: Commands) -> None:
             help="the model (optional, as in `ollama run MODEL PROMPT`) and the prompt (-, or none: all of stdin)",
         )
         add_llm_options(generate)
+        add_usage_option(generate)
 
     chat = commands.add(
         "chat",
@@ -80,6 +81,7 @@ def add_commands(commands: Commands) -> None:
     )
     chat.add_argument("model_arg", nargs="?", metavar="MODEL", help="the model (default: --model)")
     add_llm_options(chat)
+    add_usage_option(chat)
 
 
 def add_llm_options(parser: argparse.ArgumentParser, *, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
@@ -105,6 +107,19 @@ def add_llm_options(parser: argparse.ArgumentParser, *, default_max_tokens: int 
         help="qwen, chatml, llama3, internlm2, raw, or a Jinja2 template or file",
     )
     group.add_argument("--no-stream", dest="stream", action="store_false", help="print the answer once it is complete")
+    group.add_argument(
+        "--tokenizer",
+        metavar="FILE_OR_DIR",
+        help="the model's tokenizer.json (or its directory): counts tokens when the backend reports none",
+    )
+
+
+def add_usage_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--usage",
+        action="store_true",
+        help="print the prompt and completion tokens on stderr (with --json: always in the JSON)",
+    )
 
 
 # -- the model and its settings: one place ----------------------------------------------------------
@@ -137,8 +152,18 @@ def llm_target(ctx: Context, positional_model: str | None) -> tuple[str, Setting
     options: dict[str, Any] = {"model_version": args.model_version, "api_key": connection.api_key}
     if connection.timeout_s is not None:
         options.update(init_timeout_s=connection.timeout_s, inference_timeout_s=connection.timeout_s)
-    settings = Settings(server_url=connection.url, options=options)
+    settings = Settings(server_url=connection.url, options=options, count_tokens=_counter(args))
     return model, settings
+
+
+def _counter(args: argparse.Namespace) -> Callable[[str], int] | None:
+    """``--tokenizer``'s token counter, loaded now: a bad path is an error before anything is sent."""
+    from ..llms._session_len import token_counter
+
+    counter = token_counter(getattr(args, "tokenizer", None))
+    if counter is not None:
+        counter("")
+    return counter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,6 +234,19 @@ class Reply:
     text: str
     finish_reason: str | None
     usage: dict[str, Any] | None
+    usage_source: str | None = None  # "backend", "tokenizer", "backend+tokenizer"; None: not reported
+
+    def usage_line(self) -> str:
+        """``--usage``'s line: the counts and where they came from, or why there are none."""
+        if self.usage is None:
+            return "usage: not reported (the backend returns no token counts; --tokenizer counts them)"
+        source = {"backend": "the backend's counts", "tokenizer": "counted with --tokenizer"}.get(
+            self.usage_source or "", "the backend's counts and --tokenizer"
+        )
+        return (
+            f"usage: prompt {self.usage['input_tokens']} tokens, completion {self.usage['output_tokens']} tokens "
+            f"({source})"
+        )
 
 
 def answer(
@@ -243,7 +281,10 @@ def answer(
         console.print(text)
     if ending is None:
         return Reply(text, None, None)
-    return Reply(text, ending.metadata.get("finish_reason"), ending.usage)
+    reply = Reply(text, ending.metadata.get("finish_reason"), ending.usage, ending.metadata.get("usage_source"))
+    if getattr(ctx.args, "usage", False) and show:
+        console.note(reply.usage_line())
+    return reply
 
 
 def _generate(ctx: Context) -> int:
@@ -269,7 +310,13 @@ def _generate(ctx: Context) -> int:
         llm.close()
     if args.json:
         ctx.console.json(
-            {"model": llm.model, "text": reply.text, "finish_reason": reply.finish_reason, "usage": reply.usage}
+            {
+                "model": llm.model,
+                "text": reply.text,
+                "finish_reason": reply.finish_reason,
+                "usage": reply.usage,
+                "usage_source": reply.usage_source,
+            }
         )
     return 0
 
