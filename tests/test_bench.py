@@ -196,6 +196,28 @@ def test_bench_plot_without_matplotlib_names_the_extra(
     assert result.code == 1 and "pip install 'llmops-xclient[bench]'" in result.err
 
 
+def test_bench_shows_rich_progress_on_a_terminal(
+    xclient: Xclient,  # noqa: F811
+    triton_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from Xclient.cli import _bench
+
+    monkeypatch.setattr(_bench, "is_tty", lambda stream: True)
+    result = xclient("bench", "identity", "--url", triton_server.grpc_url, "--requests", "3", "--concurrency", "1,2")
+    assert result.code == 0, result.err
+    assert "concurrency 1" in result.err and "concurrency 2" in result.err and "3/3" in result.err
+    assert "req/s" not in result.err  # the plain per-level lines are for a stderr that is not a terminal
+
+
+def test_bench_without_streaming_has_no_itl(xclient: Xclient, triton_server: Any) -> None:  # noqa: F811
+    report = _bench(xclient, "--url", triton_server.grpc_url, "--requests", "2", "--max-tokens", "6", "--no-stream")
+    (level,) = report["levels"]
+    assert report["stream"] is False and level["itl_ms"] is None and level["ttst_ms"] is None
+    for s in level["samples"]:
+        assert s["responses"] == 1 and s["output_tokens"] > 1 and s["ttft_ms"] <= s["latency_ms"]
+
+
 def test_models_stats_watch_shows_the_requests_of_each_interval(
     xclient: Xclient,  # noqa: F811
     triton_server: Any,
@@ -247,6 +269,7 @@ def test_sample_itl_is_the_decode_time_per_token_after_the_first() -> None:
     counted = stats.Sample(start=0.0, end=1.0, token_times=(0.2, 1.0), output_tokens=9)
     assert counted.tokens_source == "backend" and math.isclose(counted.itl, 0.8 / 8)
     assert stats.Sample(0.0, 1.0, (0.5,)).itl is None  # one token: no ITL
+    assert stats.Sample(0.0, 1.0, (1.0,), output_tokens=9).itl is None  # one response: no time between tokens
 
 
 def test_summarize_counts_goodput_and_errors() -> None:

@@ -10,7 +10,8 @@ Definitions (those of genai-perf and AIPerf):
 - **TTFT**: from sending to the first response that carries text; **time to second token**: from the
   first such response to the second;
 - **ITL** (inter-token latency) of one request: ``(latency - TTFT) / (output tokens - 1)``, so that
-  ``TTFT + ITL x (tokens - 1) = latency``; a request of one token has none;
+  ``TTFT + ITL x (tokens - 1) = latency``; a request of one token, or answered in one response (not
+  streamed), has none;
 - **output tokens/s per user**: ``1 / ITL`` per request; **output tokens/s**: all output tokens of the
   level over its duration; **requests/s**: successful requests over the duration;
 - **goodput**: requests/s counting only the requests that meet every goal (``--goal ttft_ms=200``); a
@@ -92,8 +93,8 @@ class Sample:
     @property
     def itl(self) -> float | None:
         ttft = self.ttft
-        if ttft is None or self.tokens < 2:
-            return None
+        if ttft is None or self.tokens < 2 or len(self.token_times) < 2:
+            return None  # one token, or one response (not streamed): no time between tokens was seen
         return (self.latency - ttft) / (self.tokens - 1)
 
     def value(self, goal: str) -> float | None:
