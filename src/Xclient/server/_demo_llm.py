@@ -626,7 +626,8 @@ class TrtllmStandIn(_StandIn):
     - Decoupled: a separate empty response carries the final flag (as the BLS sends it; for the ensemble,
       Triton's scheduler sends the flag: assumed the same, not checked against a real one).
     - Stop words end the text and stay in it. No usage and no finish reason before v0.20.
-    - Token counts (release >= v1.0, as TensorRT-LLM's own ``triton_backend`` has them; the
+    - Token counts (release >= v1.0, an assumption: read in one snapshot of TensorRT-LLM's own
+      ``triton_backend``, release not verified; the
       tensorrtllm_backend ensembles v0.7.2 to v0.19.0 have none): with the ``return_num_input_tokens`` /
       ``return_num_output_tokens`` inputs True, each response carries ``num_input_tokens`` (the prompt's
       tokens) and ``num_output_tokens`` (the engine's ``output_ids`` of this response: one token per
