@@ -96,7 +96,7 @@ def test_invoke_stream_and_batch_agree_over_both_protocols(url):
     assert isinstance(message, AIMessage) and message.content == expected(QUESTION)
     metadata = dict(message.response_metadata)
     assert metadata.pop("request_info")["model"] == QWEN  # what the request did (tests/test_observe.py)
-    assert metadata == {"model_name": QWEN, "finish_reason": "stop"}
+    assert metadata == {"model_name": QWEN, "finish_reason": "stop", "usage_source": "backend"}
     assert message.usage_metadata["output_tokens"] == len(tokenize(message.content))
     chunks = list(llm.stream(QUESTION))
     assert text_of(chunks) == message.content and len(chunks) > 80
@@ -414,7 +414,7 @@ def test_usage_and_response_metadata_come_once_on_the_last_chunk(url):
     }
     metadata = dict(full.response_metadata)
     assert metadata.pop("request_info")["stream"] is True
-    assert metadata == {"model_name": QWEN, "finish_reason": "stop"}
+    assert metadata == {"model_name": QWEN, "finish_reason": "stop", "usage_source": "backend"}
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])

@@ -171,7 +171,11 @@ def test_generation_counts_tokens_once_and_reports_the_last_finish_reason():
     assert [generation.feed(piece) for piece in pieces] == ["你", "好", "。"]
     ending = generation.finish()
     assert ending.usage == {"input_tokens": 7, "output_tokens": 3, "total_tokens": 10}
-    assert ending.metadata == {"model_name": "Qwen2-0.5B-Instruct", "finish_reason": "length"}
+    assert ending.metadata == {
+        "model_name": "Qwen2-0.5B-Instruct",
+        "finish_reason": "length",
+        "usage_source": "backend",
+    }
 
     stopped = Generation(TextDecoder(stop=["好"]), lambda piece: piece, "m")
     assert stopped.feed(Piece("你好".encode())) == "你" and stopped.stopped

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import XclientValueError
@@ -25,7 +25,7 @@ from ._inputs import read_text_file
 from ._output import is_tty
 
 if TYPE_CHECKING:
-    from ..llms._engine import Engine, Settings
+    from ..llms._engine import Call, Engine, Settings
     from ..llms._templates import ChatTemplate
 
 Messages = list[tuple[str, str]]  # (role, content): "system", "user", "assistant"
@@ -58,7 +58,7 @@ def add_commands(commands: Commands) -> None:
                 f"echo '你好' | xclient {name} --json --url grpc://gpu-box:8001",
                 f"FASTDEPLOY_MODEL_URL=gpu-box:8001 xclient {name} '你好'  # FastDeploy's server and model",
             ],
-            json="one JSON object: model, text, finish_reason, usage",
+            json="one JSON object: model, text, finish_reason, usage (null: not reported), usage_source",
         )
         generate.add_argument(
             "words",
@@ -66,7 +66,8 @@ def add_commands(commands: Commands) -> None:
             metavar="[MODEL] PROMPT",
             help="the model (optional, as in `ollama run MODEL PROMPT`) and the prompt (-, or none: all of stdin)",
         )
-        _add_llm_options(generate)
+        add_llm_options(generate)
+        add_usage_option(generate)
 
     chat = commands.add(
         "chat",
@@ -79,16 +80,22 @@ def add_commands(commands: Commands) -> None:
         ],
     )
     chat.add_argument("model_arg", nargs="?", metavar="MODEL", help="the model (default: --model)")
-    _add_llm_options(chat)
+    add_llm_options(chat)
+    add_usage_option(chat)
 
 
-def _add_llm_options(parser: argparse.ArgumentParser) -> None:
+def add_llm_options(parser: argparse.ArgumentParser, *, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
+    """The LLM's options (model, template, sampling), for generate, chat and bench."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", help=f"the model, if not given positionally (env {ENV_MODEL}; default {DEMO_LLM})")
     group.add_argument("--model-version", metavar="VERSION", help="default: the server's choice")
     group.add_argument("--system", metavar="TEXT", help="a system message before the conversation")
     group.add_argument(
-        "--max-tokens", type=int, metavar="N", help=f"tokens to generate at most (default {DEFAULT_MAX_TOKENS})"
+        "--max-tokens",
+        type=int,
+        default=default_max_tokens,
+        metavar="N",
+        help=f"tokens to generate at most (default {default_max_tokens})",
     )
     group.add_argument("--temperature", type=float, metavar="T", help="sampling temperature (default: the server's)")
     group.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling (default: the server's)")
@@ -100,6 +107,19 @@ def _add_llm_options(parser: argparse.ArgumentParser) -> None:
         help="qwen, chatml, llama3, internlm2, raw, or a Jinja2 template or file",
     )
     group.add_argument("--no-stream", dest="stream", action="store_false", help="print the answer once it is complete")
+    group.add_argument(
+        "--tokenizer",
+        metavar="FILE_OR_DIR",
+        help="the model's tokenizer.json (or its directory): counts tokens when the backend reports none",
+    )
+
+
+def add_usage_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--usage",
+        action="store_true",
+        help="print the prompt and completion tokens on stderr (with --json: always in the JSON)",
+    )
 
 
 # -- the model and its settings: one place ----------------------------------------------------------
@@ -132,8 +152,18 @@ def llm_target(ctx: Context, positional_model: str | None) -> tuple[str, Setting
     options: dict[str, Any] = {"model_version": args.model_version, "api_key": connection.api_key}
     if connection.timeout_s is not None:
         options.update(init_timeout_s=connection.timeout_s, inference_timeout_s=connection.timeout_s)
-    settings = Settings(server_url=connection.url, options=options)
+    settings = Settings(server_url=connection.url, options=options, count_tokens=_counter(args))
     return model, settings
+
+
+def _counter(args: argparse.Namespace) -> Callable[[str], int] | None:
+    """``--tokenizer``'s token counter, loaded now: a bad path is an error before anything is sent."""
+    from ..llms._session_len import token_counter
+
+    counter = token_counter(getattr(args, "tokenizer", None))
+    if counter is not None:
+        counter("")
+    return counter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,16 +199,21 @@ class Generator:
     def pieces(self, messages: Messages, *, stream: bool) -> Iterator[Any]:
         """The answer's text pieces as they come, then its ``Ending`` (closing this iterator early cancels
         the request on the server)."""
-        from ..llms._engine import Call, run
+        from ..llms._engine import run
 
-        call = Call(
+        return run(self.engine, self.call(messages, stream=stream))
+
+    def call(self, messages: Messages, *, stream: bool) -> Call:
+        """The engine's call for ``messages`` (the template rendered), sync or async alike."""
+        from ..llms._engine import Call
+
+        return Call(
             model=self.model,
             prompt=self.template.render(messages),
             sampling=self.sampling,
             stream=stream,
             turns=None if self.chosen_template else tuple(messages),  # for a backend with its own (FastDeploy)
         )
-        return run(self.engine, call)
 
     def close(self) -> None:
         self.engine.close()
@@ -199,6 +234,19 @@ class Reply:
     text: str
     finish_reason: str | None
     usage: dict[str, Any] | None
+    usage_source: str | None = None  # "backend", "tokenizer", "backend+tokenizer"; None: not reported
+
+    def usage_line(self) -> str:
+        """``--usage``'s line: the counts and where they came from, or why there are none."""
+        if self.usage is None:
+            return "usage: not reported (the backend returns no token counts; --tokenizer counts them)"
+        source = {"backend": "the backend's counts", "tokenizer": "counted with --tokenizer"}.get(
+            self.usage_source or "", "the backend's counts and --tokenizer"
+        )
+        return (
+            f"usage: prompt {self.usage['input_tokens']} tokens, completion {self.usage['output_tokens']} tokens "
+            f"({source})"
+        )
 
 
 def answer(
@@ -233,7 +281,10 @@ def answer(
         console.print(text)
     if ending is None:
         return Reply(text, None, None)
-    return Reply(text, ending.metadata.get("finish_reason"), ending.usage)
+    reply = Reply(text, ending.metadata.get("finish_reason"), ending.usage, ending.metadata.get("usage_source"))
+    if getattr(ctx.args, "usage", False) and show:
+        console.note(reply.usage_line())
+    return reply
 
 
 def _generate(ctx: Context) -> int:
@@ -259,7 +310,13 @@ def _generate(ctx: Context) -> int:
         llm.close()
     if args.json:
         ctx.console.json(
-            {"model": llm.model, "text": reply.text, "finish_reason": reply.finish_reason, "usage": reply.usage}
+            {
+                "model": llm.model,
+                "text": reply.text,
+                "finish_reason": reply.finish_reason,
+                "usage": reply.usage,
+                "usage_source": reply.usage_source,
+            }
         )
     return 0
 

@@ -4,11 +4,13 @@ through :class:`~Xclient.client.ServerClient`."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..exceptions import AccessDeniedError
+from ..exceptions import AccessDeniedError, XclientValueError
 from ._app import EXIT_ERROR, Commands, Context, Handler
 from ._inputs import json_or_file
 from ._output import Console
@@ -71,6 +73,22 @@ def _unload_arguments(parser: argparse.ArgumentParser) -> None:
 def _stats_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", nargs="?", metavar="NAME", help="default: every model")
     _add_version(parser)
+    parser.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=DEFAULT_WATCH_S,
+        metavar="SECONDS",
+        help=f"refresh every SECONDS (default {DEFAULT_WATCH_S:g}) showing what changed since the last refresh "
+        "(--json: one JSON line per refresh); Ctrl-C leaves",
+    )
+    parser.add_argument("--count", type=int, metavar="N", help="with --watch: stop after N refreshes")
+
+
+#: ``xclient models stats --watch``'s refresh period when none is given.
+DEFAULT_WATCH_S = 2.0
+#: How ``--watch`` waits between refreshes (a test makes requests there instead).
+pause: Callable[[float], None] = time.sleep
 
 
 def _add_version(parser: argparse.ArgumentParser) -> None:
@@ -170,39 +188,146 @@ def _unload(ctx: Context) -> None:
     ctx.console.print(f"unloaded {ctx.args.name}")
 
 
-def _stats(ctx: Context) -> None:
-    with ctx.connection.server() as server:
-        stats = server.statistics(ctx.args.name, ctx.args.model_version)
-    if ctx.args.json:
-        ctx.console.json(stats)
-        return
-    headers = ["model", "version", "inferences", "executions", "ok", "failed", "queue ms", "compute ms", "total ms"]
-    ctx.console.table(headers, [_stats_row(entry) for entry in stats])
+#: Triton's per-model durations (``inference_stats``, cumulative counts and nanoseconds), in the order shown.
+PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
 
 
-def _stats_row(entry: Mapping[str, Any]) -> Sequence[str]:
-    """One model's counts and mean latencies (Triton's durations are cumulative nanoseconds)."""
-    stats = entry.get("inference_stats", {})
+@dataclasses.dataclass(frozen=True)
+class ModelStats:
+    """One model version's statistics: ``counts`` (``success``, ``fail``, ``inferences``, ``executions``
+    and each phase's count) and ``ns`` (each phase's and ``success``'s total nanoseconds), cumulative
+    since the server started, or the differences over an interval (:meth:`since`)."""
 
-    def count(name: str) -> int:
-        return int(stats.get(name, {}).get("count", 0))
+    name: str
+    version: str
+    counts: Mapping[str, int]
+    ns: Mapping[str, int]
 
-    def mean_ms(*names: str) -> str:
-        total = sum(int(stats.get(n, {}).get("ns", 0)) for n in names)
-        calls = count(names[0])
-        return f"{total / calls / 1e6:.2f}" if calls else "-"
+    @classmethod
+    def of(cls, entry: Mapping[str, Any]) -> ModelStats:
+        """From one entry of Triton's statistics (HTTP or gRPC: counts may come as strings)."""
+        inference = entry.get("inference_stats", {})
+        counts = {
+            "inferences": int(entry.get("inference_count", 0)),
+            "executions": int(entry.get("execution_count", 0)),
+        }
+        ns = {}
+        for name in ("success", "fail", *PHASES):
+            counts[name] = int(inference.get(name, {}).get("count", 0))
+            ns[name] = int(inference.get(name, {}).get("ns", 0))
+        return cls(str(entry.get("name", "")), str(entry.get("version", "")), counts, ns)
 
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.name, self.version
+
+    def since(self, before: ModelStats | None) -> ModelStats:
+        """The differences since ``before`` (the same model's earlier statistics; None: all of them).
+        Counters that went back (the model was reloaded) start again from zero."""
+        if before is None:
+            return self
+        counts = {k: v - before.counts.get(k, 0) for k, v in self.counts.items()}
+        ns = {k: v - before.ns.get(k, 0) for k, v in self.ns.items()}
+        if any(v < 0 for v in (*counts.values(), *ns.values())):
+            return self
+        return ModelStats(self.name, self.version, counts, ns)
+
+    def mean_ms(self, phase: str) -> float | None:
+        """The mean of one phase per request, in milliseconds (None: no request)."""
+        calls = self.counts.get(phase, 0)
+        return self.ns.get(phase, 0) / calls / 1e6 if calls else None
+
+    def as_json(self, interval_s: float | None = None) -> dict[str, Any]:
+        """What ``--json`` prints of it (with ``requests_per_s`` over an interval)."""
+        found: dict[str, Any] = {"name": self.name, "version": self.version, **self.counts}
+        for phase in (*PHASES, "success"):
+            found[f"{'request' if phase == 'success' else phase}_ms"] = self.mean_ms(phase)
+        if interval_s:
+            found["requests_per_s"] = self.counts["success"] / interval_s
+        return found
+
+
+STATS_HEADERS = [
+    "model",
+    "version",
+    "inferences",
+    "executions",
+    "ok",
+    "failed",
+    "queue ms",
+    "input ms",
+    "infer ms",
+    "output ms",
+    "request ms",
+]
+
+
+def stats_row(stats: ModelStats) -> list[str]:
+    """One model's counts and mean durations per request (milliseconds; "-": no request)."""
+
+    def ms(phase: str) -> str:
+        mean = stats.mean_ms(phase)
+        return "-" if mean is None else f"{mean:.2f}"
+
+    counts = stats.counts
     return [
-        str(entry.get("name", "")),
-        str(entry.get("version", "")),
-        str(int(entry.get("inference_count", 0))),
-        str(int(entry.get("execution_count", 0))),
-        str(count("success")),
-        str(count("fail")),
-        mean_ms("queue"),
-        mean_ms("compute_input", "compute_infer", "compute_output"),
-        mean_ms("success"),
+        stats.name,
+        stats.version,
+        *(str(counts[k]) for k in ("inferences", "executions", "success", "fail")),
+        *(ms(phase) for phase in (*PHASES, "success")),
     ]
+
+
+def _stats(ctx: Context) -> int:
+    args = ctx.args
+    if args.watch is None:
+        with ctx.connection.server() as server:
+            raw = server.statistics(args.name, args.model_version)
+        if args.json:
+            ctx.console.json(raw)
+        else:
+            ctx.console.table(STATS_HEADERS, [stats_row(ModelStats.of(entry)) for entry in raw])
+        return 0
+    if not args.watch > 0:
+        raise XclientValueError(f"--watch: expected a positive number of seconds, got {args.watch:g}")
+    if args.count is not None and args.count < 1:
+        raise XclientValueError(f"--count: expected a positive number of refreshes, got {args.count}")
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one leaves --watch
+        _watch(ctx)
+    return 0
+
+
+def _watch(ctx: Context) -> None:
+    """Every ``--watch`` seconds: what each model did since the last refresh (the first: since the server
+    started), ``--count`` times or until Ctrl-C."""
+    args, console = ctx.args, ctx.console
+    previous: dict[tuple[str, str], ModelStats] = {}
+    last: float | None = None
+    refresh = 0
+    with ctx.connection.server() as server:
+        while args.count is None or refresh < args.count:
+            if refresh:
+                pause(args.watch)
+            now = time.monotonic()
+            current = [ModelStats.of(entry) for entry in server.statistics(args.name, args.model_version)]
+            interval = None if last is None else now - last
+            deltas = [stats.since(previous.get(stats.key)) if interval is not None else stats for stats in current]
+            previous, last = {s.key: s for s in current}, now
+            refresh += 1
+            if args.json:
+                console.json(
+                    {
+                        "refresh": refresh,
+                        "interval_s": interval,
+                        "since": "last refresh" if interval is not None else "server start",
+                        "models": [d.as_json(interval) for d in deltas],
+                    }
+                )
+                continue
+            when = "since the server started" if interval is None else f"in the last {interval:.1f} s"
+            console.print(console.style(f"{time.strftime('%H:%M:%S')}  refresh {refresh}: per request, {when}", "dim"))
+            console.table(STATS_HEADERS, [stats_row(d) for d in deltas])
+            console.print()
 
 
 #: ``xclient models ...``: name, handler, help, examples, what --json prints (None: no --json).
@@ -239,9 +364,14 @@ _MODEL_COMMANDS: Sequence[tuple[str, Handler, str, list[str], str | None]] = (
     (
         "stats",
         _stats,
-        "inference statistics of a model (or of all): counts and mean latencies",
-        ["xclient models stats text", "xclient models stats --json"],
-        "Triton's statistics as a JSON array",
+        "Triton's inference statistics of a model (or of all): counts and mean queue, compute-input, "
+        "compute-infer and compute-output times per request; --watch shows them per interval",
+        [
+            "xclient models stats text",
+            "xclient models stats --json",
+            "xclient models stats Qwen2-0.5B-Instruct --watch 5",
+        ],
+        "Triton's statistics as a JSON array (with --watch: a JSON line per refresh)",
     ),
 )
 

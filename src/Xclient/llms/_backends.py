@@ -305,6 +305,8 @@ class TrtllmBackend(Backend):
     BLS in Triton 2.51: it runs on to ``max_tokens``, so cap ``max_tokens`` on such deployments."""
 
     name: BackendName = "tensorrt_llm"
+    #: Token counts, asked for where the config declares them (TensorRT-LLM's triton_backend; per response).
+    COUNTS = ("return_num_input_tokens", "return_num_output_tokens")
 
     def __init__(self, config: ModelConfig, input_name: str | None = None, output_name: str | None = None) -> None:
         super().__init__(config, input_name, output_name)
@@ -353,6 +355,9 @@ class TrtllmBackend(Backend):
             if guide.schema is not None and self._has("guided_decoding_guide"):
                 schema = json.dumps(dict(guide.schema), ensure_ascii=False)
                 inputs["guided_decoding_guide"] = self._cast("guided_decoding_guide", schema)
+        for name in self.COUNTS:
+            if self._has(name):
+                inputs[name] = self._cast(name, True)
         inputs.update(self._extra_inputs(sampling))
         echo = None if stream or excluded else prompt.encode()
         return TritonRequest(
@@ -361,6 +366,15 @@ class TrtllmBackend(Backend):
             cumulative=stream and self.accumulate,
             loose_echo=echo is not None,
             counted_max_tokens=sampling.max_tokens if stream else None,
+        )
+
+    def read(self, outputs: Mapping[str, Any]) -> Piece:
+        """The text, and the token counts when asked for: ``num_output_tokens`` is the engine's
+        ``output_ids`` of this response (one per streamed token; the echoed prompt too, when not excluded)."""
+        return Piece(
+            text=_first_bytes(outputs.get(self.text_output.name)),
+            num_input_tokens=_first_int(outputs.get("num_input_tokens")),
+            num_output_tokens=_first_int(outputs.get("num_output_tokens")),
         )
 
 

@@ -21,7 +21,7 @@ from ..exceptions import XclientValueError
 from ._backends import SAMPLING_FIELDS, BackendName, Sampling, sampling_settings
 from ._engine import Call, Engine, Settings, arun, run
 from ._meta_template import MetaTemplate
-from ._session_len import check_session_len
+from ._session_len import check_session_len, check_tokenizer, token_counter
 from ._streaming import Ending
 
 
@@ -125,8 +125,10 @@ class MetaLMBase(ConnectionFields):
     session_len: int | None = Field(default=None, gt=0)
     """The model's context in tokens: a longer prompt is refused before it is sent (None: no check).
     Counted with ``tokenizer``, or estimated (:mod:`Xclient.llms._session_len`)."""
-    tokenizer: str | None = None
-    """The model's ``tokenizer.json`` (or its directory), to count ``session_len`` tokens exactly."""
+    tokenizer: Any = None
+    """The model's tokenizer: a ``tokenizer.json`` path (or its directory), a ``tokenizers.Tokenizer``, or
+    a callable ``str -> list[int]``. It counts usage when the backend returns no token counts (the
+    backend's counts win; ``response_metadata["usage_source"]`` says which) and ``session_len`` tokens."""
 
     _holder: _EngineHolder = PrivateAttr(default_factory=_EngineHolder)
 
@@ -134,6 +136,11 @@ class MetaLMBase(ConnectionFields):
     @classmethod
     def _one_stop(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _valid_tokenizer(cls, value: Any) -> Any:
+        return check_tokenizer(value)
 
     @field_validator("meta_template")
     @classmethod
@@ -175,6 +182,7 @@ class MetaLMBase(ConnectionFields):
                 backend=self.backend,
                 input_name=self.input_name,
                 output_name=self.output_name,
+                count_tokens=token_counter(self.tokenizer),
             )
         )
 

@@ -45,7 +45,7 @@ from ..client._urls import ServerUrl, parse_url
 from ..exceptions import IncompatibleModelError, XclientError
 from ._backends import Backend, BackendName, Sampling, TritonRequest, detect_backend, explain
 from ._http import AsyncGenerateClient, SyncGenerateClient
-from ._streaming import Ending, Generation, TextDecoder
+from ._streaming import Counter, Ending, Generation, TextDecoder
 
 #: An LLM call being observed (None: no observer is enabled).
 Traced = Any
@@ -63,6 +63,8 @@ class Settings:
     backend: BackendName | None = None
     input_name: str | None = None
     output_name: str | None = None
+    #: Counts a text's tokens with the configured tokenizer: usage when the backend returns no counts.
+    count_tokens: Callable[[str], int] | None = None
 
     @property
     def url(self) -> ServerUrl:
@@ -104,6 +106,7 @@ class Connection:
     open: Callable[[TritonRequest], Any]
     close: Callable[[], Any]
     last_info: Callable[[], RequestInfo | None] = lambda: None  # the caller's last request on it
+    count_tokens: Callable[[str], int] | None = None  # the settings' tokenizer (usage without backend counts)
 
 
 def _backend(settings: Settings, config: ModelConfig) -> Backend:
@@ -222,7 +225,7 @@ class Engine:
     def connection(self, model: str) -> Connection:
         with self._lock:
             if model not in self._sync:
-                self._sync[model] = connect(self.settings, model)
+                self._sync[model] = self._counting(connect(self.settings, model))
             return self._sync[model]
 
     async def aconnection(self, model: str) -> Connection:
@@ -233,8 +236,12 @@ class Engine:
         lock, connections = entry
         async with lock:
             if model not in connections:
-                connections[model] = await aconnect(self.settings, model)
+                connections[model] = self._counting(await aconnect(self.settings, model))
             return connections[model]
+
+    def _counting(self, connection: Connection) -> Connection:
+        """``connection`` with the settings' tokenizer, which counts usage the backend does not report."""
+        return dataclasses.replace(connection, count_tokens=self.settings.count_tokens)
 
     def close(self) -> None:
         """Close the sync connections."""
@@ -275,7 +282,9 @@ def start(connection: Connection, call: Call) -> tuple[Generation, TritonRequest
         stop=call.sampling.stop, cumulative=request.cumulative, echo=request.echo, loose_echo=request.loose_echo
     )
     read = request.read or connection.backend.read
-    return Generation(decoder, read, call.model, request.counted_max_tokens), request
+    count = connection.count_tokens
+    counter = None if count is None else Counter(count, call.prompt)
+    return Generation(decoder, read, call.model, request.counted_max_tokens, counter), request
 
 
 def ended(ending: Ending, connection: Connection, traced: Traced) -> Ending:

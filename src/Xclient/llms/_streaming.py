@@ -17,7 +17,7 @@ import codecs
 import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 
 class TextDecoder:
@@ -208,9 +208,24 @@ class Piece:
 
 
 @dataclasses.dataclass(frozen=True)
+class Counter:
+    """The configured tokenizer (``count``: a text's tokens) and the prompt as sent, for usage when the
+    backend returns no token counts."""
+
+    count: Callable[[str], int]
+    prompt: str
+
+
+#: ``response_metadata["usage_source"]``: where the usage came from. None: nowhere (usage is None: the
+#: backend returned no counts and no tokenizer is configured; nothing is guessed).
+UsageSource = Literal["backend", "tokenizer", "backend+tokenizer"] | None
+
+
+@dataclasses.dataclass(frozen=True)
 class Ending:
-    """The end of a generation: the last text, the token usage (None: the model does not report it)
-    and LangChain's ``response_metadata`` (``model_name``, ``finish_reason``)."""
+    """The end of a generation: the last text, the token usage (None: the model does not report it
+    and no tokenizer is configured) and LangChain's ``response_metadata`` (``model_name``,
+    ``finish_reason``, ``usage_source``: ``"backend"``, ``"tokenizer"``, ``"backend+tokenizer"`` or None)."""
 
     text: str
     usage: dict[str, int] | None
@@ -231,8 +246,11 @@ class Generation:
         read: Callable[[Mapping[str, Any]], Piece],
         model_name: str,
         counted_max_tokens: int | None = None,
+        counter: Counter | None = None,
     ) -> None:
         self._decoder = decoder
+        self._counter = counter
+        self._texts: list[str] = []  # what was delivered, for the tokenizer's count
         self._read = read
         self._model_name = model_name
         self._counted_max_tokens = counted_max_tokens  # one token per response: "length" at this count
@@ -259,19 +277,32 @@ class Generation:
         if piece.text is None:
             return ""
         self._text_responses += 1
-        return self._decoder.feed(piece.text)
+        text = self._decoder.feed(piece.text)
+        if self._counter is not None and text:
+            self._texts.append(text)
+        return text
 
     def finish(self) -> Ending:
         text = self._decoder.finish()
-        usage = None
-        if self._input_tokens is not None and self._output_tokens is not None:
-            usage = {
-                "input_tokens": self._input_tokens,
-                "output_tokens": self._output_tokens,
-                "total_tokens": self._input_tokens + self._output_tokens,
-            }
+        usage, source = self._usage(text)
         reason = "stop" if self._decoder.stopped else self._finish_reason
         counted = self._counted_max_tokens
         if reason is None and counted is not None and self._text_responses >= counted:
             reason = "length"  # the server says nothing (TensorRT-LLM < v0.20): reached by count
-        return Ending(text, usage, {"model_name": self._model_name, "finish_reason": reason})
+        metadata = {"model_name": self._model_name, "finish_reason": reason, "usage_source": source}
+        return Ending(text, usage, metadata)
+
+    def _usage(self, last_text: str) -> tuple[dict[str, int] | None, UsageSource]:
+        """The usage and where it came from: the backend's counts win; the tokenizer counts what they
+        lack (the prompt as sent, the text as delivered); without both, None."""
+        inputs, outputs = self._input_tokens, self._output_tokens
+        source: UsageSource = "backend"
+        if (inputs is None or outputs is None) and self._counter is not None:
+            source = "tokenizer" if inputs is None and outputs is None else "backend+tokenizer"
+            if inputs is None:
+                inputs = self._counter.count(self._counter.prompt)
+            if outputs is None:
+                outputs = self._counter.count("".join(self._texts) + last_text)
+        if inputs is None or outputs is None:
+            return None, None
+        return {"input_tokens": inputs, "output_tokens": outputs, "total_tokens": inputs + outputs}, source

@@ -238,8 +238,9 @@ class ChatMetaLM(MetaLMBase, BaseChatModel):
     ``inference_timeout_s``), ``init_timeout_s`` (30 s), ``max_retries`` (requests that never reached the
     server; 0). The connection fields are every LangChain class's (:mod:`Xclient._langchain_fields`).
 
-    ``response_metadata`` holds ``model_name`` and ``finish_reason``; ``usage_metadata`` the token
-    counts when the model reports them (vLLM's ``num_input_tokens``/``num_output_tokens``). Errors are
+    ``response_metadata`` holds ``model_name``, ``finish_reason`` and ``usage_source``; ``usage_metadata``
+    the token counts: the backend's (vLLM's and TensorRT-LLM's ``num_input_tokens``/``num_output_tokens``),
+    else ``tokenizer``'s, else None (``usage_source`` None: nothing is guessed). Errors are
     :mod:`Xclient.exceptions` types; in a stream they come after the chunks already delivered.
 
     Text: a message's content is a str (``""`` is an empty turn) or a list of text blocks; the rendered

@@ -31,7 +31,7 @@ MAX_CONCURRENT_PROMPTS = 8
 
 
 def _info(ending: Ending) -> dict[str, Any]:
-    """``generation_info``: ``model_name``, ``finish_reason`` and, when reported, ``usage``."""
+    """``generation_info``: ``model_name``, ``finish_reason``, ``usage_source`` and, when counted, ``usage``."""
     return {**ending.metadata, **({"usage": ending.usage} if ending.usage else {})}
 
 
@@ -59,7 +59,8 @@ def _result(generations: list[Generation], model_name: str) -> LLMResult:
 class MetaLM(MetaLMBase, BaseLLM):
     """A text-completion LLM on a Triton server: the prompt goes as it is; ``invoke``/``stream``/``batch``
     and their native asyncio twins. Fields and defaults: see :class:`~Xclient.llms.ChatMetaLM` (no
-    ``chat_template``). ``generation_info`` holds ``model_name``, ``finish_reason`` and ``usage``.
+    ``chat_template``). ``generation_info`` holds ``model_name``, ``finish_reason``,
+    ``usage_source`` and ``usage`` (when counted; ``llm_output["token_usage"]`` sums them).
 
     Text: each prompt is a str, sent as it is (``""`` too: what an empty prompt gives is the model's
     call); anything else is an :class:`~Xclient.exceptions.XclientValueError` (``prompt: expected a

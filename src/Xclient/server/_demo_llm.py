@@ -625,7 +625,13 @@ class TrtllmStandIn(_StandIn):
       text so far with the ``accumulate_tokens`` parameter (the BLS); never the prompt.
     - Decoupled: a separate empty response carries the final flag (as the BLS sends it; for the ensemble,
       Triton's scheduler sends the flag: assumed the same, not checked against a real one).
-    - Stop words end the text and stay in it. No usage and no finish reason before v0.20."""
+    - Stop words end the text and stay in it. No usage and no finish reason before v0.20.
+    - Token counts (release >= v1.0, an assumption: read in one snapshot of TensorRT-LLM's own
+      ``triton_backend``, release not verified; the
+      tensorrtllm_backend ensembles v0.7.2 to v0.19.0 have none): with the ``return_num_input_tokens`` /
+      ``return_num_output_tokens`` inputs True, each response carries ``num_input_tokens`` (the prompt's
+      tokens) and ``num_output_tokens`` (the engine's ``output_ids`` of this response: one token per
+      streamed response; the whole answer, the echoed prompt included, when not streaming), INT32 [1]."""
 
     def initialize(self, args: dict[str, Any]) -> None:
         super().initialize(args)
@@ -677,7 +683,21 @@ class TrtllmStandIn(_StandIn):
         if echo and self.release >= (0, 7):
             prompt = decode_skipping_special_tokens(prompt)
         text = (prompt if echo else "") + "".join(tokens)
-        return self.pb.InferenceResponse([self.pb.Tensor("text_output", self._bytes([text], (1, 1)))])
+        prompt_tokens = len(tokenize(prompt))
+        counts = self._counts(request, prompt_tokens, len(tokens) + (prompt_tokens if echo else 0))
+        return self.pb.InferenceResponse([self.pb.Tensor("text_output", self._bytes([text], (1, 1))), *counts])
+
+    def _counts(self, request: Any, num_input: int, num_output: int) -> list[Any]:
+        """The token-count outputs the request asked for (release >= v1.0; see the class docstring)."""
+        import numpy as np
+
+        if self.release < (1, 0):
+            return []
+        tensors = []
+        for name, value in (("num_input_tokens", num_input), ("num_output_tokens", num_output)):
+            if bool(self._value(request, f"return_{name}") or False):
+                tensors.append(self.pb.Tensor(name, np.array([[value]], dtype=np.int32)))
+        return tensors
 
     def _stream(self, request: Any, sender: Any) -> None:
         final = self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -687,7 +707,11 @@ class TrtllmStandIn(_StandIn):
             return
         prompt, tokens, _ = self._read(request)
         text = ""
+        prompt_tokens = len(tokenize(prompt))
         for _, token in self._pace(request, prompt, tokens):
             text = text + token if self.accumulate else token
-            sender.send(self.pb.InferenceResponse([self.pb.Tensor("text_output", self._bytes([text], (1, 1)))]))
+            counts = self._counts(request, prompt_tokens, 1)
+            sender.send(
+                self.pb.InferenceResponse([self.pb.Tensor("text_output", self._bytes([text], (1, 1))), *counts])
+            )
         sender.send(flags=final)
