@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import io
 import json
+import pathlib
 import socket
 import sys
 import time
@@ -27,15 +28,19 @@ from Xclient.exceptions import ServerUnavailableError
 from Xclient.server import DEMO_MODELS, LocalTritonServer
 
 LLM, EMBEDDER, RERANKER = "Qwen2-0.5B-Instruct", "bge-m3-v", "bge-reranker-v2-m3"
+#: A model of tests/models cheap to unload and load again.
+CHEAP_MODEL = "optional"
+MODELS = pathlib.Path(__file__).parent / "models"
 DOCS = [f"第{i}篇文档：向量检索把文本变成向量。Document {i} on vector search." for i in range(24)]
 PASSAGES = ["向量检索把文本变成向量，再按相似度查找。", "今天天气很好。", "Paris is the capital of France."]
 
 
 @pytest.fixture(scope="module")
 def second_server() -> Iterator[LocalTritonServer]:
-    """A second replica: only the demo models the LangChain classes use (the same configs as the
-    session server's, from the same repository)."""
-    with LocalTritonServer(model_repository=DEMO_MODELS, models=[LLM, EMBEDDER, RERANKER]) as server:
+    """A second replica: only the models these tests use (the same configs as the session server's,
+    from the same repositories)."""
+    models = [LLM, EMBEDDER, RERANKER, CHEAP_MODEL]
+    with LocalTritonServer(model_repository=[MODELS, DEMO_MODELS], models=models) as server:
         yield server
 
 
@@ -345,3 +350,25 @@ def test_cli_health_fails_when_no_replica_is_up(protocol, capsys, clean_env):
 def test_cli_refuses_replicas_of_two_protocols_before_sending(capsys, clean_env):
     code, out, err = cli(capsys, clean_env, "health", "--url", "grpc://a:8001", "--url", "http://b:8000")
     assert code == 2 and "--url: every replica must speak one protocol" in err
+
+
+def test_cli_unload_and_load_act_on_every_replica(servers, replicas, capsys, clean_env):
+    urls = ["--url", replicas[0], "--url", replicas[1]]
+
+    def states() -> list[str]:
+        found = []
+        for server in servers:
+            with ServerClient(server.http_url) as client:
+                found.append(next(m.state for m in client.models() if m.name == CHEAP_MODEL))
+        return found
+
+    try:
+        code, out, err = cli(capsys, clean_env, "models", "unload", CHEAP_MODEL, *urls)
+        assert code == 0, err
+        assert out.splitlines() == [f"unloaded {CHEAP_MODEL} on {url}" for url in replicas]
+        assert states() == ["UNAVAILABLE", "UNAVAILABLE"]
+    finally:
+        code, out, err = cli(capsys, clean_env, "models", "load", CHEAP_MODEL, *urls)
+    assert code == 0, err
+    assert [line.split(" (")[0] for line in out.splitlines()] == [f"loaded {CHEAP_MODEL} on {url}" for url in replicas]
+    assert states() == ["READY", "READY"]
