@@ -64,7 +64,8 @@ class Connection:
     def __post_init__(self) -> None:
         texts = [self.url] if isinstance(self.url, str) else list(self.url)
         given = [u for text in texts for u in split_urls(text)] or texts
-        urls = [str(u) for u in check_urls("--url", given[0] if len(given) == 1 else given)]
+        field = ENV_URL if isinstance(self.url, DefaultUrl) else "--url"  # where the URLs came from
+        urls = [str(u) for u in check_urls(field, given[0] if len(given) == 1 else given)]
         object.__setattr__(self, "url", client_target(urls))  # no scheme: HTTP, for every command
         if self.timeout_s is not None:
             object.__setattr__(self, "timeout_s", check_timeout("--timeout", self.timeout_s))

@@ -8,6 +8,9 @@
 - ``http(s)://``: the config over HTTP; a decoupled model streams through Triton's ``generate_stream``
   (:mod:`Xclient.llms._http`), a coupled one gets a :class:`~Xclient.client.ModelClient`.
 
+Several URLs (replicas, ``Settings(server_url=[...])``) take the same routes: every client is made over
+all of them (the replica set of :mod:`Xclient.client._fleet`), the HTTP generate route included.
+
 The asyncio twins (:class:`~Xclient.client.AsyncioDecoupledModelClient`,
 :class:`~Xclient.client.AsyncioModelClient`, an :class:`~Xclient.llms._http.AsyncGenerateClient`) serve the
 async methods, one set per event loop.
