@@ -8,6 +8,9 @@
 - ``http(s)://``: the config over HTTP; a decoupled model streams through Triton's ``generate_stream``
   (:mod:`Xclient.llms._http`), a coupled one gets a :class:`~Xclient.client.ModelClient`.
 
+Several URLs (replicas, ``Settings(server_url=[...])``) take the same routes: every client is made over
+all of them (the replica set of :mod:`Xclient.client._fleet`), the HTTP generate route included.
+
 The asyncio twins (:class:`~Xclient.client.AsyncioDecoupledModelClient`,
 :class:`~Xclient.client.AsyncioModelClient`, an :class:`~Xclient.llms._http.AsyncGenerateClient`) serve the
 async methods, one set per event loop.
@@ -29,9 +32,10 @@ import dataclasses
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any
 
+from .._replica_urls import client_target, first_url
 from ..client import (
     AsyncioDecoupledModelClient,
     AsyncioModelClient,
@@ -41,7 +45,7 @@ from ..client import (
 )
 from ..client._observe import RequestInfo, generation_finished, generation_started
 from ..client._retry import RetryPolicy
-from ..client._urls import ServerUrl, parse_url
+from ..client._urls import ServerUrl
 from ..exceptions import IncompatibleModelError, XclientError
 from ._backends import Backend, BackendName, Sampling, TritonRequest, detect_backend, explain
 from ._http import AsyncGenerateClient, SyncGenerateClient
@@ -57,7 +61,8 @@ class Settings:
     base clients' keywords (:meth:`~Xclient._langchain_fields.ConnectionFields.client_options`), made
     once from the fields; ``max_retries`` is applied here, to the whole generation (:class:`Retry`)."""
 
-    server_url: str
+    server_url: str | Sequence[str]
+    """The server's URL, or one URL per replica (all of one protocol): a sequence becomes a tuple."""
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     max_retries: int = 0
     backend: BackendName | None = None
@@ -66,10 +71,20 @@ class Settings:
     #: Counts a text's tokens with the configured tokenizer: usage when the backend returns no counts.
     count_tokens: Callable[[str], int] | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.server_url, str):
+            object.__setattr__(self, "server_url", tuple(self.server_url))
+
+    @property
+    def target(self) -> str | tuple[str, ...]:
+        """What the base clients take: the URL, or the tuple of the replicas' URLs."""
+        return client_target(self.server_url)
+
     @property
     def url(self) -> ServerUrl:
-        """The server URL (no scheme: the rule of :func:`~Xclient.client._urls.parse_url`)."""
-        return parse_url(self.server_url)
+        """The (first) server URL, which tells the protocol (no scheme: the rule of
+        :func:`~Xclient.client._urls.parse_url`)."""
+        return first_url(self.server_url)
 
     def client_options(self) -> dict[str, Any]:
         """The base clients' options; they do not retry themselves (:class:`Retry` does, once)."""
@@ -115,9 +130,9 @@ def _backend(settings: Settings, config: ModelConfig) -> Backend:
 
 def connect(settings: Settings, model: str) -> Connection:
     """Connect to ``model`` (blocking): fetch its config and choose the route (see the module docstring)."""
-    url, options = settings.url, settings.client_options()
+    url, target, options = settings.url, settings.target, settings.client_options()
     if url.protocol == "http":
-        http = SyncGenerateClient(url, model, **settings.http_options())
+        http = SyncGenerateClient(target, model, **settings.http_options())
         try:
             config = http.model_config()
             backend = _backend(settings, config)
@@ -127,15 +142,15 @@ def connect(settings: Settings, model: str) -> Connection:
         if config.decoupled:
             return Connection(config, backend, http.stream, http.close, _last_info(http))
         http.close()
-        client: Any = ModelClient(str(url), model, model_config=config, ensure_model_is_ready=False, **options)
+        client: Any = ModelClient(target, model, model_config=config, ensure_model_is_ready=False, **options)
         return Connection(config, backend, _one_response(client, config), client.close, _last_info(client))
-    client = DecoupledModelClient(str(url), model, **options)
+    client = DecoupledModelClient(target, model, **options)
     try:
         try:
             config = client.model_config
         except IncompatibleModelError:  # not decoupled: one response per request
             client.close()
-            client = ModelClient(str(url), model, **options)
+            client = ModelClient(target, model, **options)
             config = client.model_config
             return Connection(
                 config, _backend(settings, config), _one_response(client, config), client.close, _last_info(client)
@@ -148,9 +163,9 @@ def connect(settings: Settings, model: str) -> Connection:
 
 async def aconnect(settings: Settings, model: str) -> Connection:
     """:func:`connect` on the running event loop, with the asyncio clients."""
-    url, options = settings.url, settings.client_options()
+    url, target, options = settings.url, settings.target, settings.client_options()
     if url.protocol == "http":
-        http = AsyncGenerateClient(url, model, **settings.http_options())
+        http = AsyncGenerateClient(target, model, **settings.http_options())
         try:
             config = await http.model_config()
             backend = _backend(settings, config)
@@ -160,15 +175,15 @@ async def aconnect(settings: Settings, model: str) -> Connection:
         if config.decoupled:
             return Connection(config, backend, http.stream, http.close, _last_info(http))
         await http.close()
-        client: Any = AsyncioModelClient(str(url), model, model_config=config, ensure_model_is_ready=False, **options)
+        client: Any = AsyncioModelClient(target, model, model_config=config, ensure_model_is_ready=False, **options)
         return Connection(config, backend, _aone_response(client, config), client.close, _last_info(client))
-    client = AsyncioDecoupledModelClient(str(url), model, **options)
+    client = AsyncioDecoupledModelClient(target, model, **options)
     try:
         try:
             config = await client.model_config
         except IncompatibleModelError:
             await client.close()
-            client = AsyncioModelClient(str(url), model, **options)
+            client = AsyncioModelClient(target, model, **options)
             config = await client.model_config
             return Connection(
                 config, _backend(settings, config), _aone_response(client, config), client.close, _last_info(client)
