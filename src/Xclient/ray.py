@@ -240,13 +240,13 @@ def _first_failure(values: Sequence[Any]) -> None:
 
 
 def _urls(url: str | Sequence[str]) -> Any:
-    """The URL(s) as the clients take them: a str as it is, several as a list."""
+    """The URL(s) as the clients take them: one as a str, several as a list."""
     if isinstance(url, str):
         return url
     urls = list(url)
     if not urls or not all(isinstance(u, str) for u in urls):
         raise XclientValueError(f"url: expected a URL or a non-empty sequence of URLs, got {url!r}")
-    return urls
+    return urls[0] if len(urls) == 1 else urls
 
 
 # -- the classes -----------------------------------------------------------------------------------

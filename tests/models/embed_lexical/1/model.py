@@ -1,5 +1,6 @@
 # Deterministic, cheap and text-sensitive: each character picks a row of a fixed random table by its
-# CRC32; dense is the L2-normalized sum of the rows of the text's characters (an empty text: zeros);
+# CRC32 plus its position (so "12" and "21" differ); dense is the L2-normalized sum of those rows (an
+# empty text: zeros);
 # sparse is {str(CRC32(char) % 250002): share of the text's characters} (bge-m3's vocabulary has
 # 250002 ids), rounded to 6 decimals. Chinese and English alike, so any change of a character shows.
 import json
@@ -14,7 +15,7 @@ TABLE = np.random.default_rng(0).standard_normal((4096, 16))
 
 def embed(text):
     rows = [zlib.crc32(char.encode("utf-8")) for char in text]
-    vector = TABLE[[row % 4096 for row in rows]].sum(axis=0) if rows else np.zeros(16)
+    vector = TABLE[[(row + at) % 4096 for at, row in enumerate(rows)]].sum(axis=0) if rows else np.zeros(16)
     norm = np.linalg.norm(vector)
     counts = Counter(str(row % 250002) for row in rows)
     sparse = {token: round(count / len(rows), 6) for token, count in counts.items()}
