@@ -8,9 +8,12 @@ plain Xclient class gives for the same input on the same server.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import pathlib
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -21,7 +24,7 @@ import numpy as np
 import pytest
 import ray
 
-from Xclient import MetaLMEmbeddings, MetaLMRerank
+from Xclient import MetaLMEmbeddings, MetaLMRerank, ServerClient
 from Xclient.embeddings import sparse_to_indices_values
 from Xclient.llms import ChatMetaLM
 from Xclient.ray import Embedder, ModelCaller, Reranker, TextGenerator
@@ -79,6 +82,9 @@ def a(servers: tuple[LocalTritonServer, LocalTritonServer]) -> LocalTritonServer
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[None]:
+    # The raylet waits for its agent, which imports much of Ray: on a loaded 2-core machine that took
+    # longer than the default wait, and the node failed to start.
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
@@ -115,20 +121,52 @@ def plain(values: list[Any]) -> list[Any]:
 # -- the embedder ----------------------------------------------------------------------------------
 
 
-def test_embedder_embeds_5000_documents_once_in_order_like_metalm_embeddings(cluster, a):
-    texts = corpus(5000)
-    items = [{"id": i, "text": t} for i, t in enumerate(texts)]
-    ds = ray.data.from_items(items, override_num_blocks=10).map_batches(
-        Embedder,
-        fn_constructor_kwargs={"url": a.grpc_url, "model": "embed_lexical", "sparse_column": "sparse"},
-        batch_size=500,
-        concurrency=2,
-        **ACTOR,
-    )
-    rows = ds.take_all()
+def kill_at(batch: dict[str, np.ndarray], *, pid: int, at: int) -> dict[str, np.ndarray]:
+    """Kill the Triton server ``pid`` (SIGKILL, as a crash) when the batch holds document ``at``: this
+    batch and those after it reach the embedder with that server gone."""
+    if at in batch["id"]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return batch
 
-    assert column(rows, "id") == list(range(5000))  # each document once, in order
+
+def inferences(server: LocalTritonServer, model: str) -> int:
+    """How many texts the server's model has embedded (gRPC leaves a count of 0 out)."""
+    with ServerClient(server.grpc_url) as client:
+        return int(client.statistics(model)[0].get("inference_count", 0))
+
+
+def test_embedder_over_two_servers_embeds_5000_documents_once_in_order_and_survives_a_kill(cluster, servers):
+    a, b = servers
+    texts = corpus(5000)
+    before = inferences(a, "embed_lexical")
+    items = [{"id": i, "text": t} for i, t in enumerate(texts)]
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import tests/
+    try:
+        ds = (
+            ray.data.from_items(items, override_num_blocks=10)
+            .map_batches(kill_at, fn_kwargs={"pid": b.pid, "at": 2500}, batch_size=500)
+            .map_batches(
+                Embedder,
+                fn_constructor_kwargs={
+                    "url": [a.grpc_url, b.grpc_url],
+                    "model": "embed_lexical",
+                    "sparse_column": "sparse",
+                },
+                batch_size=500,
+                concurrency=2,
+                **ACTOR,
+            )
+        )
+        rows = ds.take_all()
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+        b.kill()  # already dead: this reaps it and frees its shared memory
+
+    served_by_a = inferences(a, "embed_lexical") - before
+    assert column(rows, "id") == list(range(5000))  # each document once, in order, none lost
     assert column(rows, "text") == texts
+    assert served_by_a < 5000  # server b embedded some before it died
     dense, sparse = MetaLMEmbeddings(base_url=a.http_url, model="embed_lexical").embed_documents_sparse(texts)
     assert plain(column(rows, "embedding")) == dense
     assert plain(column(rows, "sparse_indices")) == [sparse_to_indices_values(s)[0] for s in sparse]

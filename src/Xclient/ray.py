@@ -44,6 +44,7 @@ are list columns (``list<float>`` in Parquet, nullable: a failed row's is null).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -249,6 +250,18 @@ def _urls(url: str | Sequence[str]) -> Any:
     return urls[0] if len(urls) == 1 else urls
 
 
+@functools.cache
+def _resending(adapter: type[Any]) -> type[Any]:
+    """``adapter`` (MetaLMEmbeddings or MetaLMRerank) whose clients also send to another replica a call
+    that may have reached one that then failed (the clients' ``retry_unsafe``): embedding and scoring
+    are idempotent, so losing a replica mid-job costs no row."""
+
+    def _client_options(self: Any) -> dict[str, Any]:
+        return {**adapter._client_options(self), "retry_unsafe": True}
+
+    return type(adapter.__name__, (adapter,), {"_client_options": _client_options, "__module__": __name__})
+
+
 # -- the classes -----------------------------------------------------------------------------------
 
 
@@ -261,6 +274,10 @@ class Embedder:
     model's ``max_batch_size``, ``max_concurrency`` at once, results in input order. A value that is not
     a str fails its row before anything is sent. ``embeddings_options`` are more
     :class:`~Xclient.MetaLMEmbeddings` fields (``timeout``, ``max_retries``, ``input_name``...).
+
+    ``retry_unsafe=True`` (default): over several URLs, a call that a replica may have received before it
+    failed (the connection lost under the request) is sent again to another replica, as embedding is
+    idempotent; so a server lost mid-job costs no row. False: only calls that never reached one.
     """
 
     def __init__(
@@ -275,13 +292,14 @@ class Embedder:
         max_batch_size: int | None = None,
         on_error: OnError = "raise",
         error_column: str = "error",
+        retry_unsafe: bool = True,
         embeddings_options: Mapping[str, Any] | None = None,
     ) -> None:
         from .embeddings import MetaLMEmbeddings
 
         self._rows = _Rows(on_error=on_error, error_column=error_column, max_concurrency=max_concurrency)
         self.text_column, self.dense_column, self.sparse_column = text_column, dense_column, sparse_column
-        self.embeddings = MetaLMEmbeddings(
+        self.embeddings = (_resending(MetaLMEmbeddings) if retry_unsafe else MetaLMEmbeddings)(
             base_url=_urls(url),
             model=model,
             max_concurrency=max_concurrency,
@@ -322,7 +340,7 @@ class Reranker:
     """Scores each row's ``documents_column`` (a list of texts) against its ``query_column``:
     ``score_column`` holds one float per document, in the documents' order (raw logits; sigmoid with
     ``reranker_options={"normalize": True}``). One :meth:`~Xclient.MetaLMRerank.rerank` call per row,
-    ``max_concurrency`` rows at once."""
+    ``max_concurrency`` rows at once. ``retry_unsafe``: as for :class:`Embedder` (scoring is idempotent)."""
 
     def __init__(
         self,
@@ -335,13 +353,16 @@ class Reranker:
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         on_error: OnError = "raise",
         error_column: str = "error",
+        retry_unsafe: bool = True,
         reranker_options: Mapping[str, Any] | None = None,
     ) -> None:
         from .rerank import MetaLMRerank
 
         self._rows = _Rows(on_error=on_error, error_column=error_column, max_concurrency=max_concurrency)
         self.query_column, self.documents_column, self.score_column = query_column, documents_column, score_column
-        self.reranker = MetaLMRerank(base_url=_urls(url), model=model, **dict(reranker_options or {}))
+        self.reranker = (_resending(MetaLMRerank) if retry_unsafe else MetaLMRerank)(
+            base_url=_urls(url), model=model, **dict(reranker_options or {})
+        )
 
     def _score(self, row: tuple[Any, Any]) -> list[float]:
         query, documents = row
