@@ -189,6 +189,14 @@ class _Rows:
 
         return list(self.pool().map(guarded, items))
 
+    def texts(self, values: list[Any], column: str, run: Callable[[list[str]], list[R | _Failed]]) -> list[R | _Failed]:
+        """``run`` over the values that are text; the others fail their row before anything is sent
+        (or raise, with ``on_error="raise"``). Results keep the input order."""
+        checked = _checked_texts(values, column)
+        if self.on_error == "raise":
+            _first_failure(checked)
+        return _fill(checked, run([t for t in checked if not isinstance(t, _Failed)]))
+
     def pool(self) -> ThreadPoolExecutor:
         """``max_concurrency`` threads, made on first use."""
         if self._pool is None:
@@ -316,11 +324,8 @@ class Embedder:
         return [(d, sparse_to_indices_values(s)) for d, s in zip(dense, sparse, strict=True)]
 
     def __call__(self, batch: Batch) -> Batch:
-        checked = _checked_texts(_column(batch, self.text_column), self.text_column)
-        if self._rows.on_error == "raise":
-            _first_failure(checked)
-        texts = [t for t in checked if not isinstance(t, _Failed)]
-        results = _fill(checked, self._rows.run(texts, self._embed))
+        texts = _column(batch, self.text_column)
+        results = self._rows.texts(texts, self.text_column, lambda ok: self._rows.run(ok, self._embed))
         return self._rows.finish(batch, results, self._columns)
 
     def _columns(self, results: list[tuple[list[float], tuple[list[int], list[float]] | None]]) -> dict[str, list[Any]]:
@@ -424,11 +429,8 @@ class TextGenerator:
         return generation.text, (generation.generation_info or {}).get("usage")
 
     def __call__(self, batch: Batch) -> Batch:
-        checked = _checked_texts(_column(batch, self.prompt_column), self.prompt_column)
-        if self._rows.on_error == "raise":
-            _first_failure(checked)
-        prompts = [p for p in checked if not isinstance(p, _Failed)]
-        results = _fill(checked, self._rows.each(prompts, self._generate))
+        prompts = _column(batch, self.prompt_column)
+        results = self._rows.texts(prompts, self.prompt_column, lambda ok: self._rows.each(ok, self._generate))
         return self._rows.finish(batch, results, self._columns)
 
     def _columns(self, results: list[tuple[str, Mapping[str, int] | None]]) -> dict[str, list[Any]]:
