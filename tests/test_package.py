@@ -18,7 +18,8 @@ def test_import_paths_are_the_contract():
 def test_import_xclient_loads_nothing_heavy():
     code = (
         "import sys, Xclient; "
-        "names = ('tritonclient', 'langchain_core', 'pytriton', 'grpc', 'gevent', 'torch'); "
+        "names = ('tritonclient', 'langchain_core', 'pytriton', 'grpc', 'gevent', 'torch', "
+        "'ray', 'pyarrow', 'pandas'); "
         "heavy = [m for m in names if m in sys.modules]; "
         "print(heavy)"
     )
