@@ -1,13 +1,14 @@
 """``python -m benchmarks --profile``: where each client's own time goes, with the network taken out.
 
-Each client's ``tritonclient`` client is replaced by a stub that answers at once with a real,
-cached ``InferResult``: what is left is the client's own Python per request (building the request,
+Each client's network is replaced by a stub that answers at once with a real, cached answer (raw
+``tritonclient`` and PyTriton: an ``InferResult``; Xclient: its gRPC stubs' ``ModelInferResponse``, or
+its HTTP wire's response): what is left is the client's own Python per request (building the request,
 checking it, decoding the answer, its own machinery), free of server and network noise. Measured
 as the best of several repeats of many calls, for raw ``tritonclient``, PyTriton and Xclient, sync
 and asyncio, on both protocols; then Xclient's stubbed paths run under cProfile and the listings are
 written next to the results (``profile-*.txt``).
 
-The stubs reach into private attributes (Xclient's transports, PyTriton's ``_infer_client``): this
+The stubs reach into private attributes (Xclient's transports and wires, PyTriton's ``_infer_client``): this
 is a diagnostic for the library's developers, not part of the benchmark.
 """
 
@@ -73,45 +74,61 @@ def interleaved_best_us(paths: dict[str, Callable[[], Any]]) -> dict[str, float]
     return best
 
 
-def sketch(protocol: str, config: Any, stub: Any, awaited: bool) -> Callable[[], Any]:
-    """Xclient's own coding (the same checks and decoding) around a direct ``tritonclient`` call, with none
-    of the client around it: the floor of what ``infer_sample`` can cost once the config is known. The
-    deadline goes to tritonclient on gRPC (``client_timeout``) and to ``asyncio.timeout`` for asyncio HTTP."""
+def sketch(protocol: str, config: Any, answer: Any, awaited: bool) -> Callable[[], Any]:
+    """Xclient's own coding (the same checks and decoding) around a cached answer, with none of the client
+    around it: the floor of what ``infer_sample`` can cost once the config is known. gRPC: the protobuf
+    request built and the ``ModelInferResponse`` read (:mod:`Xclient.client._grpc_wire`); HTTP: the REST
+    request built and the binary answer read (:mod:`Xclient.client._rest`), asyncio HTTP inside
+    ``asyncio.timeout`` (the asyncio wire's deadline)."""
+    from Xclient.client import _rest
     from Xclient.client._coding import finish_response, prepare_request
     from Xclient.client._grpc_wire import build_request, read_outputs
-    from Xclient.client._transport import _http_outputs, _infer_inputs
 
-    module = c.tritonclient_module(protocol)
-    outputs = _http_outputs
-    kwargs: dict[str, Any] = {"headers": None, "model_version": "", "parameters": None}
-    if protocol == "grpc":  # Xclient's own protobuf coding, around the stub's answer
-        response = stub.result.get_response()
+    if protocol == "grpc":
 
         def sync_call() -> Any:
             request = prepare_request(config, (c.SAMPLE,), {}, batch=False)
             build_request(c.ECHO_MODEL, "", request.inputs, None)
-            return finish_response(read_outputs(response), request)
+            return finish_response(read_outputs(answer), request)
 
         async def grpc_async_call() -> Any:
             return sync_call()
 
         return grpc_async_call if awaited else sync_call
 
-    def sync_call() -> Any:
+    def http_call() -> Any:
         request = prepare_request(config, (c.SAMPLE,), {}, batch=False)
-        return finish_response(
-            outputs(stub.infer(c.ECHO_MODEL, _infer_inputs(module.InferInput, request.inputs), **kwargs)), request
-        )
+        _rest.infer(c.ECHO_MODEL, "", request.inputs, None, None)
+        return finish_response(_rest.infer_outputs(answer), request)
 
     async def async_call() -> Any:
-        request = prepare_request(config, (c.SAMPLE,), {}, batch=False)
-        call = stub.infer(c.ECHO_MODEL, _infer_inputs(module.InferInput, request.inputs), **kwargs)
         if not hasattr(asyncio, "timeout"):  # Python 3.10
-            return finish_response(outputs(await asyncio.wait_for(call, 60.0)), request)
+            return await asyncio.wait_for(asyncio.sleep(0, http_call()), 60.0)
         async with asyncio.timeout(60.0):
-            return finish_response(outputs(await call), request)
+            return http_call()
 
-    return async_call if awaited else sync_call
+    return async_call if awaited else http_call
+
+
+def _capture_http(wire: Any) -> list[Any]:
+    """Make ``wire`` (a sync or asyncio HTTP wire of Xclient) keep the answers it gets; they are returned."""
+    answers: list[Any] = []
+    send = wire.send
+    if asyncio.iscoroutinefunction(send):
+
+        async def keeping_async(request: Any, timeout_s: float) -> Any:
+            answers.append(await send(request, timeout_s))
+            return answers[-1]
+
+        wire.send = keeping_async
+    else:
+
+        def keeping(request: Any, timeout_s: float) -> Any:
+            answers.append(send(request, timeout_s))
+            return answers[-1]
+
+        wire.send = keeping
+    return answers
 
 
 def sync_paths(protocol: str, url: str) -> dict[str, Callable[[], Any]]:
@@ -126,18 +143,23 @@ def sync_paths(protocol: str, url: str) -> dict[str, Callable[[], Any]]:
     pytriton.infer_sample(c.SAMPLE)
     pytriton._infer_client = stub
     xclient = ModelClient(url, c.ECHO_MODEL)
-    xclient.infer_sample(c.SAMPLE)
-    transport = xclient._transport()
-    transport._client = lambda timeout_s: stub  # type: ignore[method-assign]
+    xclient.model_config  # noqa: B018 - the config, fetched before the warm-up request
+    transport: Any = xclient._transport()
     if protocol == "grpc":  # inference goes over the transport's own stubs: answer there
+        xclient.infer_sample(c.SAMPLE)
         answer = stub.result.get_response()
         transport.stubs._infer = lambda request, **kwargs: answer
+    else:  # Xclient's own HTTP wire: it answers with the real answer of the warm-up request
+        answers = _capture_http(transport.wire)
+        xclient.infer_sample(c.SAMPLE)
+        answer = answers[-1]
+        transport.wire.send = lambda request, timeout_s: answer
     raw.close()
     return {
         "raw tritonclient": c.raw_echo(protocol, stub),
         "PyTriton ModelClient": lambda: pytriton.infer_sample(c.SAMPLE),
         "Xclient ModelClient": lambda: xclient.infer_sample(c.SAMPLE),
-        SKETCH: sketch(protocol, xclient.model_config, stub, awaited=False),
+        SKETCH: sketch(protocol, xclient.model_config, answer, awaited=False),
     }
 
 
@@ -156,8 +178,8 @@ def async_paths(protocol: str, url: str, loop: asyncio.AbstractEventLoop) -> dic
         await pytriton._infer_client.close()
         pytriton._infer_client = stub
         xclient = AsyncioModelClient(url, c.ECHO_MODEL)
-        await xclient.infer_sample(c.SAMPLE)
-        transport = xclient._transport()
+        await xclient.infer_sample(c.SAMPLE)  # makes the transport and its wire
+        transport: Any = xclient._transport()
         if protocol == "grpc":  # inference goes over the transport's own stubs: answer there
             answer = stub.result.get_response()
 
@@ -166,14 +188,20 @@ def async_paths(protocol: str, url: str, loop: asyncio.AbstractEventLoop) -> dic
 
             transport.stubs._infer = answered
         else:
-            await transport.close()
-            transport._make_client = lambda timeout_s: stub  # type: ignore[method-assign]
+            answers = _capture_http(transport._wire)
+            await xclient.infer_sample(c.SAMPLE)
+            answer = answers[-1]
+
+            async def sent(request: Any, timeout_s: float) -> Any:
+                return answer
+
+            transport._wire.send = sent
         return {
             "raw tritonclient aio": c.raw_aio_echo(protocol, stub),
             "PyTriton AsyncioModelClient": lambda: pytriton.infer_sample(c.SAMPLE),
             "Xclient AsyncioModelClient": lambda: xclient.infer_sample(c.SAMPLE),
             "raw + asyncio.wait_for": lambda: asyncio.wait_for(c.raw_aio_echo(protocol, stub)(), 60.0),
-            SKETCH: sketch(protocol, await xclient.model_config, stub, awaited=True),
+            SKETCH: sketch(protocol, await xclient.model_config, answer, awaited=True),
         }
 
     calls = loop.run_until_complete(make())
@@ -233,14 +261,15 @@ def run(urls: dict[str, str], out: pathlib.Path) -> list[h.Table]:
         f"Client-side Python per request, network stubbed (microseconds, best of {REPEATS} x {CALLS:,} calls)",
         ["protocol", "path", "client", "us/request", "x raw", "over raw (us)"],
         notes=[
-            "The tritonclient client inside each library is replaced by a stub answering at once with a real, "
-            "cached InferResult; the raw row builds its InferInput and reads as_numpy like the benchmark's floor. "
+            "The network inside each library is replaced by a stub answering at once with a real, cached answer "
+            "(tritonclient's InferResult; Xclient's gRPC ModelInferResponse or HTTP wire response); the raw row "
+            "builds its InferInput and reads as_numpy like the benchmark's floor. "
             "asyncio rows: the calls awaited one after another in one coroutine on one event loop.",
             "'raw + asyncio.wait_for' is the raw asyncio call wrapped in asyncio.wait_for (what Xclient's "
-            "AsyncTransport did per call before 2026-11-22: now gRPC carries the deadline and HTTP uses aiohttp's).",
-            f"'{SKETCH}': Xclient's own request coding and response decoding (prepare_request, _infer_inputs, "
-            "the outputs, finish_response) around a direct tritonclient call, the deadline given to tritonclient "
-            "(gRPC) or asyncio.timeout (asyncio HTTP): the floor of infer_sample, with none of the client around it.",
+            "AsyncTransport did per call before 2026-11-22: now gRPC carries the deadline, HTTP its wire's).",
+            f"'{SKETCH}': Xclient's own request coding and response decoding (prepare_request, the gRPC protobuf "
+            "or REST request, the outputs, finish_response) around the cached answer, asyncio HTTP inside "
+            "asyncio.timeout: the floor of infer_sample, with none of the client around it.",
         ],
     )
     out.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,9 @@ from . import _clients as c
 from . import _harness as h
 
 RESULTS = pathlib.Path(__file__).parent / "results"
-GROUPS = ("latency", "throughput", "streaming", "embeddings", "cold-start", "client-cost", "gateway", "cli-start")
+GROUPS = (
+    "latency", "throughput", "streaming", "embeddings", "cold-start", "client-cost", "gateway", "cli-start", "fleet",
+)  # fmt: skip
 
 
 #: How much each group measures: name -> (full run, quick run). Embeddings: the issue's 10,000 texts
@@ -47,6 +49,8 @@ AMOUNTS = {
     "cost_rounds": (2, 1),
     "cost_requests": (1000, 200),
     "cli_rounds": (10, 2),
+    "fleet_rounds": (3, 1),
+    "fleet_requests": (150, 20),  # per replica: a round over N replicas sends N times as many
 }
 
 
@@ -111,7 +115,7 @@ def group_runners(
     args: argparse.Namespace, urls: dict[str, str], chat: bool, minilm: bool
 ) -> list[tuple[str, Callable[[], h.Table | list[h.Table]]]]:
     """The selected groups, each as a call that returns its table (or tables: embeddings has two)."""
-    from . import cli_start, client_cost, cold_start, embeddings, gateway, latency, streaming, throughput
+    from . import cli_start, client_cost, cold_start, embeddings, fleet, gateway, latency, streaming, throughput
 
     s = settings(args.quick)
     runners: dict[str, Callable[[], h.Table | list[h.Table]]] = {
@@ -130,6 +134,7 @@ def group_runners(
         "client-cost": lambda: client_cost.run(urls, rounds=s.cost_rounds, requests=s.cost_requests),
         "gateway": lambda: gateway.run(urls["grpc"], quick=args.quick),
         "cli-start": lambda: cli_start.run(urls, rounds=s.cli_rounds),
+        "fleet": lambda: fleet.run(rounds=s.fleet_rounds, requests=s.fleet_requests),  # its own three servers
     }
     return [(name, runners[name]) for name in args.groups]
 

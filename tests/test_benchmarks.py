@@ -22,6 +22,7 @@ GROUP_TITLES = (
     "3. Streaming",
     "5. Cold start",
     "6. Client-side cost",
+    "9. Fleets",
 )
 
 
@@ -49,6 +50,6 @@ def test_quick_benchmark_runs_and_writes_its_tables(tmp_path: pathlib.Path) -> N
     document = json.loads((tmp_path / "quick.json").read_text())
     assert document["machine"]["cores"] >= 1 and document["machine"]["packages"]["tritonclient"]
     groups = {group["group"].split(" ")[0] for group in document["groups"]}
-    assert {"Targets", "1.", "1b.", "2.", "3.", "5.", "6."} <= groups
+    assert {"Targets", "1.", "1b.", "2.", "3.", "5.", "6.", "9."} <= groups
     for group in document["groups"]:
         assert group["rows"] and all(set(row) == set(group["columns"]) for row in group["rows"])

@@ -54,6 +54,8 @@ def test_every_option_of_the_typed_dicts_is_a_real_keyword():
         "client_key": None,
         "retries": 1,
         "retry_backoff_s": 0.2,
+        "retry_unsafe": True,
+        "dns_refresh_s": 5.0,
         "init_timeout_s": 3.0,
         "lazy_init": True,
         "inference_timeout_s": 4.0,

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .client import ModelClient as ModelClient
     from .client import ModelConfig as ModelConfig
     from .client import ModelStatus as ModelStatus
+    from .client import ReplicaState as ReplicaState
     from .client import ResponseStream as ResponseStream
     from .client import ServerClient as ServerClient
     from .client import TensorSpec as TensorSpec
@@ -46,6 +47,7 @@ __all__ = [
     "ModelClient",
     "ModelConfig",
     "ModelStatus",
+    "ReplicaState",
     "ResponseStream",
     "ServerClient",
     "TensorSpec",

@@ -22,6 +22,7 @@ from ._asyncio import AsyncioModelClient
 from ._auth import request_headers
 from ._config import ModelConfig, TensorSpec
 from ._decoupled import AsyncioDecoupledModelClient, AsyncResponseStream, DecoupledModelClient, ResponseStream
+from ._fleet import ReplicaState
 from ._futures import FuturesModelClient
 from ._model_client import ModelClient
 from ._options import ConnectionOptions, ModelClientOptions, ServerClientOptions
@@ -48,6 +49,7 @@ __all__ = [
     "ModelStatus",
     "ModelUnavailableError",
     "QueueFullError",
+    "ReplicaState",
     "ResponseStream",
     "RetryPolicy",
     "ServerClient",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -38,7 +38,7 @@ class AsyncTransportMixin(BaseClient):
                 raise XclientError(
                     f"{self!r} is in use by another running event loop; create one client per event loop"
                 )
-            self._transport_obj = AsyncTransport(self._url, self._tls)
+            self._transport_obj = self._new_async_transport()
             self._init_lock = asyncio.Lock()
             self._loop = loop
         return self._transport_obj
@@ -113,7 +113,11 @@ class AsyncioModelClient(AsyncClientMixin):
     """
 
     def __init__(
-        self, url: str, model_name: str, model_version: str | int | None = None, **options: Unpack[ModelClientOptions]
+        self,
+        url: str | Sequence[str],
+        model_name: str,
+        model_version: str | int | None = None,
+        **options: Unpack[ModelClientOptions],
     ) -> None:
         super().__init__(url, model_name, model_version, **options)
         self._async_setup()

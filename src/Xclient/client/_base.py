@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Generator, Mapping
-from typing import Any
+from collections.abc import Generator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Unpack
 
@@ -30,8 +30,11 @@ from ._coding import PreparedRequest, finish_response, prepare_request
 from ._config import ModelConfig
 from ._options import ClientOptions
 from ._retry import DEFAULT_INITIAL_BACKOFF_S, RetryPolicy
-from ._transport import AsyncTransport, CallContext, TlsOptions, Transport, translate_error
-from ._urls import ServerUrl, parse_url
+from ._transport import AsyncTransport, CallContext, TlsOptions, Transport, make_transport, translate_error
+from ._urls import DnsName, ServerUrl, parse_targets
+
+if TYPE_CHECKING:
+    from ._fleet import FleetOptions, ReplicaState
 
 DEFAULT_INIT_TIMEOUT_S = 30.0
 DEFAULT_INFERENCE_TIMEOUT_S = 60.0
@@ -184,11 +187,17 @@ class BaseClient:
     ``retries`` (default 0: off) retries a call that failed before anything reached the server
     (connection refused, no route, DNS), after about ``retry_backoff_s``, doubling each time up to
     8 s, with jitter (:class:`~Xclient.client._retry.RetryPolicy`). A call that may have reached the
-    server is never retried, nor is a stream that delivered data."""
+    server is never retried, nor is a stream that delivered data.
+
+    ``url`` may be a list of URLs (replicas of one protocol), or a ``dns+grpc://name:8001`` URL (every
+    address of the name): calls are balanced over them, and fail over from one that cannot be reached
+    (see :mod:`Xclient.client._fleet`; ``retry_unsafe=True`` also fails over a call that may have
+    reached a replica that then failed, for idempotent models; ``dns_refresh_s``: how often a ``dns+``
+    name is resolved again, 30 s)."""
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         init_timeout_s: float = DEFAULT_INIT_TIMEOUT_S,
         api_key: str | None = None,
@@ -199,9 +208,19 @@ class BaseClient:
         client_key: str | None = None,
         retries: int = 0,
         retry_backoff_s: float = DEFAULT_INITIAL_BACKOFF_S,
+        retry_unsafe: bool = False,
+        dns_refresh_s: float = 30.0,
         _model: str | None = None,
     ) -> None:
-        self._url: ServerUrl = parse_url(url)
+        self._targets = parse_targets(url)
+        first = self._targets[0]
+        self._url: ServerUrl = first.url if isinstance(first, DnsName) else first
+        #: None: one server, a single-URL transport; otherwise the replica set's settings.
+        self._fleet_settings = (
+            (bool(retry_unsafe), check_timeout("dns_refresh_s", dns_refresh_s))
+            if len(self._targets) > 1 or isinstance(first, DnsName)
+            else None
+        )
         self._init_timeout_s = check_timeout("init_timeout_s", init_timeout_s)
         self._retry_policy = RetryPolicy(retries, retry_backoff_s)  # checks both
         self._retries = retries
@@ -213,11 +232,58 @@ class BaseClient:
 
     @property
     def url(self) -> str:
-        """The server URL, normalized (``grpc://host:8001``)."""
-        return str(self._url)
+        """The server URL, normalized (``grpc://host:8001``); the first one, for several replicas."""
+        return str(self._targets[0])
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every URL given (replicas), normalized."""
+        return tuple(str(t) for t in self._targets)
+
+    @property
+    def replicas(self) -> tuple[ReplicaState, ...]:
+        """Each replica's state, outstanding requests and recent latency. Before the first call (and
+        always for a client of one URL, which keeps no statistics) each URL given shows as up."""
+        fleet = getattr(getattr(self, "_transport_obj", None), "fleet", None)
+        if fleet is not None:
+            return fleet.states()  # type: ignore[no-any-return]
+        from ._fleet import ReplicaState
+
+        return tuple(ReplicaState(url, "up", 0, None, 0, None) for url in self.urls)
+
+    def _fleet_options(self) -> FleetOptions | None:
+        """What a fleet transport needs, or None: one URL."""
+        if self._fleet_settings is None:
+            return None
+        from ._fleet import FleetOptions
+
+        retry_unsafe, dns_refresh_s = self._fleet_settings
+        return FleetOptions(
+            self._targets, self._tls, self._ctx, self._headers, self._fleet_model(), retry_unsafe, dns_refresh_s
+        )
+
+    def _fleet_model(self) -> tuple[str, str] | None:
+        return None
+
+    def _new_transport(self) -> Transport:
+        options = self._fleet_options()
+        if options is None:
+            return make_transport(self._url, self._tls)
+        from ._fleet import FleetTransport
+
+        return FleetTransport(options)
+
+    def _new_async_transport(self) -> AsyncTransport:
+        options = self._fleet_options()
+        if options is None:
+            return AsyncTransport(self._url, self._tls)
+        from ._fleet import AsyncFleetTransport
+
+        return AsyncFleetTransport(options)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.url!r})"
+        url = self.url if len(self._targets) == 1 else list(self.urls)
+        return f"{type(self).__name__}({url!r})"
 
     def _check_open(self) -> None:
         if self._closed:
@@ -271,7 +337,7 @@ class BaseModelClient(BaseClient):
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         model_name: str,
         model_version: str | int | None = None,
         *,
@@ -317,7 +383,11 @@ class BaseModelClient(BaseClient):
 
     def __repr__(self) -> str:
         version = f", model_version={self._model_version!r}" if self._model_version else ""
-        return f"{type(self).__name__}({self.url!r}, {self._model_name!r}{version})"
+        url = self.url if len(self._targets) == 1 else list(self.urls)
+        return f"{type(self).__name__}({url!r}, {self._model_name!r}{version})"
+
+    def _fleet_model(self) -> tuple[str, str] | None:
+        return self._model_args()
 
     # -- shared rules --------------------------------------------------------------------------
 
@@ -457,8 +527,18 @@ class ClientWrapper:
 
     @property
     def url(self) -> str:
-        """The server URL, normalized (``grpc://host:8001``)."""
+        """The server URL, normalized (``grpc://host:8001``); the first one, for several replicas."""
         return self._client.url
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every URL given (replicas), normalized."""
+        return self._client.urls
+
+    @property
+    def replicas(self) -> tuple[ReplicaState, ...]:
+        """Each replica's state (see :attr:`Xclient.client.ModelClient.replicas`)."""
+        return self._client.replicas
 
     @property
     def model_name(self) -> str:

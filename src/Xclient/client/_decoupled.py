@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,7 @@ from ._asyncio import AsyncClientMixin
 from ._base import BaseModelClient, retry_pause
 from ._coding import PreparedRequest, finish_response
 from ._config import ModelConfig
+from ._fleet import AsyncFleetTransport, FleetTransport
 from ._grpc_wire import (
     EMPTY_FINAL_PARAMETER,
     FINAL_PARAMETER,
@@ -55,6 +57,7 @@ from ._grpc_wire import (
 from ._loop_thread import _LOOP_THREADS
 from ._model_client import SyncClientMixin
 from ._options import ModelClientOptions
+from ._transport import translate_error
 
 Outputs = dict[str, np.ndarray[Any, Any]]
 #: What infer_sample / infer_batch were given: args, named inputs, batch, parameters, headers.
@@ -77,7 +80,7 @@ class _Exchange:
 
     __slots__ = (
         "client", "call_args", "request", "finished", "responded", "retries",
-        "reading", "deadline", "timed_out", "ended_by_close", "_close", "stubs",
+        "reading", "deadline", "timed_out", "ended_by_close", "_close", "stubs", "fleet", "replica", "tried",
     )  # fmt: skip
 
     def __init__(self, client: BaseModelClient, call_args: _CallArgs) -> None:
@@ -93,6 +96,10 @@ class _Exchange:
         self.ended_by_close = False  # the client's close() ended it: every later next() says so
         self._close: Callable[[], None] | None = None  # the stream's close(), during a step
         self.stubs: Any = None  # the _grpc_wire stubs the call went out on (None: unknown, a test's spy)
+        # Several replicas: the replica set, the replica the call went out on, those it failed on.
+        self.fleet: Any = None
+        self.replica: Any = None
+        self.tried: list[tuple[Any, XclientError]] = []
 
     def message(self, config: ModelConfig) -> tuple[Any, tuple[tuple[str, str], ...] | None]:
         """The request to send (checked and coded now) and its gRPC metadata."""
@@ -131,18 +138,46 @@ class _Exchange:
             waited = stubs is not None and stubs.wait_for_ready
             if not self.responded and waited and not channel_is_ready(stubs.channel):
                 # It waited for a reconnect that never came: the server is down, not slow.
-                return client._infer_failed(not_connected("waiting for the first response"))
-            return client._infer_failed(TimeoutError("waiting for the next response; the request was cancelled"))
+                return self._translate(not_connected("waiting for the first response"))
+            return self._translate(TimeoutError("waiting for the next response; the request was cancelled"))
         if self.finished:
             return None
         if exc is None:
             exc = ConnectionError("the stream was cancelled")
-        return client._infer_failed(rpc_failure(exc, address=self.stubs.address if self.stubs is not None else None))
+        return self._translate(rpc_failure(exc, address=self.stubs.address if self.stubs is not None else None))
+
+    def _translate(self, exc: BaseException) -> XclientError:
+        """The client's translation of a failed read, naming the replica it went to (several URLs)."""
+        client = self.client
+        if self.replica is None:
+            return client._infer_failed(exc)
+        ctx = dataclasses.replace(client._ctx, url=self.replica.url)
+        return translate_error(exc, ctx, "inference", client._inference_timeout_s)
+
+    def opened(self, fleet: Any, replica: Any) -> None:
+        """The call went out on ``replica`` of the replica set ``fleet`` (several URLs)."""
+        self.fleet, self.replica = fleet, replica
+
+    def _release(self, error: XclientError | None) -> None:
+        """The call on the replica ended: the replica set counts it (once)."""
+        replica, self.replica = self.replica, None
+        if replica is not None:
+            self.fleet.stream_ended(replica, error)
 
     def retry_pause(self, error: XclientError) -> float:
         """The pause before sending the request again (it failed before its first response, without
-        reaching the server: ``error.retryable``), up to the client's ``retries``; otherwise ``error`` is raised."""
+        reaching the server: ``error.retryable``), up to the client's ``retries``; otherwise ``error`` is raised.
+        Over several replicas, such a failure first goes to each other replica at once (no pause); the
+        error after every replica failed lists them all."""
         client = self.client
+        replica = self.replica
+        self._release(error)
+        if replica is not None and not self.responded and self.fleet.fails_over(error):
+            self.tried.append((replica, error))
+            if self.fleet.has_other(r for r, _ in self.tried):
+                return 0.0
+            error = self.fleet.exhausted(self.tried, "stream")
+            self.tried = []  # after the policy's pause, every replica is tried again
         pause = None if self.responded else retry_pause(error, self.retries, client._retries, client._retry_backoff_s)
         if pause is None:
             raise error
@@ -160,6 +195,8 @@ class _Exchange:
 
     def __exit__(self, exc_type: object, error: BaseException | None, traceback: object) -> None:
         close, self._close = self._close, None
+        if self.finished or error is not None:
+            self._release(error if isinstance(error, XclientError) else None)
         if error is not None:
             self.finished = True
             self.ended_by_close = isinstance(error, ClientClosedError)
@@ -219,6 +256,7 @@ class _Stream:
         traceback of its error) must not keep the client's channel alive after the client is closed."""
         self._state.finished = True
         self._state.stubs = None  # they hold the channel too
+        self._state._release(None)
         call, self._call = self._call, None
         if call is not None and not call.done():
             call.cancel()
@@ -238,7 +276,13 @@ class _Stream:
     async def _start(self) -> None:
         message, metadata = self._state.message(await self._client._get_config())
         if not self._state.finished:
-            stream_infer = self._client._stream_infer()
+            transport = self._client._transport()
+            if isinstance(transport, AsyncFleetTransport):
+                replica = await transport.open_stream(r for r, _ in self._state.tried)
+                self._state.opened(transport.fleet, replica)
+                stream_infer = replica.transport.stubs.stream
+            else:
+                stream_infer = self._client._stream_infer()
             self._call = stream_infer(message, metadata=metadata)
             self._state.stubs = getattr(stream_infer, "__self__", None)
 
@@ -324,6 +368,7 @@ class _SyncStream:
         """End the stream; a request still running is cancelled (its gRPC call). Any thread."""
         self.state.finished = True
         self._drop_call()
+        self.state._release(None)
 
     def _drop_call(self) -> None:
         self.state.stubs = None  # they hold the channel too
@@ -337,7 +382,14 @@ class _SyncStream:
         message, metadata = self.state.message(client._get_config())
         if self.state.finished:
             return
-        stream_infer = client._stream_infer()
+        transport = client._transport()
+        if isinstance(transport, FleetTransport):
+            replica = transport.open_stream(r for r, _ in self.state.tried)
+            self.state.opened(transport.fleet, replica)
+            grpc_transport: Any = replica.transport  # a GrpcTransport: streams are gRPC only
+            stream_infer = grpc_transport.stubs.stream
+        else:
+            stream_infer = client._stream_infer()
         self.call = stream_infer(message, metadata=metadata)
         self.state.stubs = getattr(stream_infer, "__self__", None)
         if not client._watchdog.watch(self):  # the client was closed meanwhile
@@ -566,7 +618,7 @@ class _StreamingClient(BaseModelClient):
 
     _for_decoupled = True
 
-    def _refuse_http(self, url: str) -> None:
+    def _refuse_http(self, url: str | Sequence[str]) -> None:
         if self._url.protocol != "grpc":
             raise XclientValueError(
                 f"{type(self).__name__} streams over gRPC only; {url!r} is an HTTP URL (without a scheme, "
@@ -608,7 +660,11 @@ class AsyncioDecoupledModelClient(AsyncClientMixin, _StreamingClient):
     """
 
     def __init__(
-        self, url: str, model_name: str, model_version: str | int | None = None, **options: Unpack[ModelClientOptions]
+        self,
+        url: str | Sequence[str],
+        model_name: str,
+        model_version: str | int | None = None,
+        **options: Unpack[ModelClientOptions],
     ) -> None:
         super().__init__(url, model_name, model_version, **options)
         self._refuse_http(url)
@@ -664,7 +720,11 @@ class DecoupledModelClient(SyncClientMixin, _StreamingClient):
     """
 
     def __init__(
-        self, url: str, model_name: str, model_version: str | int | None = None, **options: Unpack[ModelClientOptions]
+        self,
+        url: str | Sequence[str],
+        model_name: str,
+        model_version: str | int | None = None,
+        **options: Unpack[ModelClientOptions],
     ) -> None:
         super().__init__(url, model_name, model_version, **options)
         self._refuse_http(url)

@@ -28,7 +28,7 @@ import collections
 import functools
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -93,7 +93,7 @@ class FuturesModelClient(ClientWrapper):
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         model_name: str,
         model_version: str | int | None = None,
         *,

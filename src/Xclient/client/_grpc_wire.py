@@ -174,9 +174,11 @@ class _Stubs:
     """``ModelInfer`` and ``ModelStreamInfer`` over one channel; the sync and asyncio twins differ only in
     how :meth:`infer` waits. ``address``: where to ask whether a port that closed the connection speaks
     HTTP (plain-text URLs only). Once a call has been answered (:meth:`answered`), the channel has been
-    connected, and later calls wait for it to reconnect (``wait_for_ready``) within their deadline."""
+    connected, and later calls wait for it to reconnect (``wait_for_ready``) within their deadline, unless
+    :attr:`patient` is False: a replica of several (:mod:`._fleet`) fails at once, and its call goes to another."""
 
     wait_for_ready = False
+    patient = True
 
     def __init__(self, channel: Any, address: str | None = None) -> None:
         pb = _pb()
@@ -193,7 +195,7 @@ class _Stubs:
         )
 
     def answered(self) -> None:
-        self.wait_for_ready = True
+        self.wait_for_ready = self.patient
 
     def stream(self, request: Any, *, metadata: Any) -> Any:
         """A ``ModelStreamInfer`` call of one request (its per-response deadline is the caller's)."""
@@ -215,7 +217,7 @@ class Stubs(_Stubs):
             response = self._infer(request, timeout=timeout_s, metadata=metadata, wait_for_ready=self.wait_for_ready)
         except grpc.RpcError as e:
             raise self._failure(e) from None
-        self.wait_for_ready = True
+        self.wait_for_ready = self.patient
         return response
 
 
@@ -231,7 +233,7 @@ class AsyncStubs(_Stubs):
             )
         except grpc.RpcError as e:
             raise self._failure(e) from None
-        self.wait_for_ready = True
+        self.wait_for_ready = self.patient
         return response
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -13,7 +13,7 @@ from typing_extensions import Unpack
 from ._base import BaseClient, BaseModelClient, Flow, Inference, run_flow
 from ._config import ModelConfig
 from ._options import ModelClientOptions
-from ._transport import Transport, make_transport
+from ._transport import Transport
 
 _Self = TypeVar("_Self", bound="SyncClientMixin")
 
@@ -33,7 +33,7 @@ class SyncTransportMixin(BaseClient):
             with self._lock:
                 self._check_open()
                 if self._transport_obj is None:
-                    self._transport_obj = make_transport(self._url, self._tls)
+                    self._transport_obj = self._new_transport()
                 transport = self._transport_obj
         return transport
 
@@ -118,7 +118,11 @@ class ModelClient(SyncClientMixin):
     """
 
     def __init__(
-        self, url: str, model_name: str, model_version: str | int | None = None, **options: Unpack[ModelClientOptions]
+        self,
+        url: str | Sequence[str],
+        model_name: str,
+        model_version: str | int | None = None,
+        **options: Unpack[ModelClientOptions],
     ) -> None:
         super().__init__(url, model_name, model_version, **options)
         self._sync_setup()

@@ -33,6 +33,12 @@ class ConnectionOptions(TypedDict, total=False):
     """Resends of a request that never reached the server (0, the default: none)."""
     retry_backoff_s: float
     """The first retry's pause (see :mod:`Xclient.client._retry`)."""
+    retry_unsafe: bool
+    """Several replicas: also send a call that may have reached a replica that then failed (the
+    connection lost under it) to another one (False: only calls that surely never reached one).
+    For idempotent models."""
+    dns_refresh_s: float
+    """How often a ``dns+grpc://name:8001`` URL is resolved again (30 s)."""
 
 
 class ClientOptions(ConnectionOptions, total=False):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from typing_extensions import Unpack
@@ -56,7 +56,7 @@ class _ServerOperations(BaseClient):
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         timeout_s: float = DEFAULT_INIT_TIMEOUT_S,
         load_timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
@@ -157,7 +157,7 @@ class ServerClient(SyncTransportMixin, _ServerOperations):
     as the local server runs). Safe to share between threads.
     """
 
-    def __init__(self, url: str, **options: Unpack[ServerClientOptions]) -> None:
+    def __init__(self, url: str | Sequence[str], **options: Unpack[ServerClientOptions]) -> None:
         super().__init__(url, **options)
         self._sync_setup()
 
@@ -205,7 +205,7 @@ class ServerClient(SyncTransportMixin, _ServerOperations):
 class AsyncioServerClient(AsyncTransportMixin, _ServerOperations):
     """The asyncio twin of :class:`ServerClient`: the same methods, awaited."""
 
-    def __init__(self, url: str, **options: Unpack[ServerClientOptions]) -> None:
+    def __init__(self, url: str | Sequence[str], **options: Unpack[ServerClientOptions]) -> None:
         super().__init__(url, **options)
         self._async_setup()
 

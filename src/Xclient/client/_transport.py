@@ -208,15 +208,6 @@ def triton_dtype(dtype: np.dtype[Any]) -> str:
     return name
 
 
-def _infer_inputs(factory: Callable[..., Any], inputs: Mapping[str, np.ndarray[Any, Any]]) -> list[Any]:
-    tensors = []
-    for name, array in inputs.items():
-        tensor = factory(name, list(array.shape), triton_dtype(array.dtype))
-        tensor.set_data_from_numpy(array)
-        tensors.append(tensor)
-    return tensors
-
-
 def _index_entries(answer: Any) -> list[dict[str, Any]]:
     """The repository index: gRPC answers (as JSON) ``{"models": [...]}``."""
     return list(answer.get("models", []))
@@ -247,11 +238,7 @@ Headers = Mapping[str, str] | None
 class Calls:
     """Builds the :class:`Op` of each server call; a protocol only says how its arguments look."""
 
-    _outputs: Callable[[Any], dict[str, np.ndarray[Any, Any]]]
     _json_kwargs: dict[str, Any] = {}  # what makes the protocol answer with JSON dicts
-
-    def __init__(self, input_factory: Callable[..., Any]) -> None:
-        self._input = input_factory
 
     def _kw(self, timeout_s: float, headers: Headers) -> dict[str, Any]:
         raise NotImplementedError
@@ -287,6 +274,16 @@ class Calls:
     def _json(self, timeout_s: float, headers: Headers) -> dict[str, Any]:
         return {**self._kw(timeout_s, headers), **self._json_kwargs}
 
+
+class GrpcCalls(Calls):
+    """gRPC: every call carries its deadline (``client_timeout``); metadata keys in lower case. Inference
+    is Xclient's own coding (:mod:`._grpc_wire`), sent by the transport over the channel."""
+
+    _json_kwargs = {"as_json": True}
+
+    def _kw(self, timeout_s: float, headers: Headers) -> dict[str, Any]:
+        return {"headers": grpc_metadata(headers), "client_timeout": timeout_s}
+
     def infer(
         self,
         name: str,
@@ -296,32 +293,6 @@ class Calls:
         *,
         timeout_s: float,
         headers: Headers,
-    ) -> Op:
-        return self._infer_op(name, version, inputs, parameters, timeout_s, headers)
-
-    def _infer_op(
-        self, name: str, version: str, inputs: Any, parameters: Any, timeout_s: float, headers: Headers
-    ) -> Op:
-        from ._coding import check_parameters
-
-        kwargs = {**self._kw(timeout_s, headers), "model_version": version, "parameters": check_parameters(parameters)}
-        return Op("infer", (name, _infer_inputs(self._input, inputs)), kwargs, type(self)._outputs)
-
-
-class GrpcCalls(Calls):
-    """gRPC: every call carries its deadline (``client_timeout``); metadata keys in lower case. Inference
-    is Xclient's own coding (:mod:`._grpc_wire`), sent by the transport over the channel."""
-
-    _json_kwargs = {"as_json": True}
-
-    def __init__(self) -> None:
-        pass  # no InferInput factory: requests are built by _grpc_wire
-
-    def _kw(self, timeout_s: float, headers: Headers) -> dict[str, Any]:
-        return {"headers": grpc_metadata(headers), "client_timeout": timeout_s}
-
-    def _infer_op(
-        self, name: str, version: str, inputs: Any, parameters: Any, timeout_s: float, headers: Headers
     ) -> Op:
         from ._grpc_wire import build_request, metadata, read_outputs
 
@@ -369,6 +340,11 @@ def _http_calls() -> HttpCalls:
     from ._rest import HttpCalls
 
     return HttpCalls()
+
+
+def protocol_calls(url: ServerUrl) -> GrpcCalls | HttpCalls:
+    """The :class:`Op` builder of ``url``'s protocol."""
+    return GrpcCalls() if url.protocol == "grpc" else _http_calls()
 
 
 class HttpTransport(Transport):
@@ -484,6 +460,7 @@ class AsyncTransport:
         self._stubs: Any = None  # gRPC: inference and streams over the aio client's channel
         self._answered = False  # gRPC: a call got an answer, so the channel has been connected
         self._wire: Any = None  # HTTP: Xclient's own asyncio wire
+        self.patient = True  # gRPC: wait for a reconnect once connected (False: a replica of several fails at once)
 
     async def run(self, op: Op, timeout_s: float) -> Any:
         if self._grpc:
@@ -523,6 +500,7 @@ class AsyncTransport:
             from ._grpc_wire import AsyncStubs
 
             stubs = self._stubs = AsyncStubs(_channel_of(self.client), _probe_address(self.url))
+            stubs.patient = self.patient
             if self._answered:
                 stubs.answered()
         return stubs

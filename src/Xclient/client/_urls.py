@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import urllib.parse
+from collections.abc import Sequence
 from typing import Literal
 
-from ..exceptions import InvalidUrlError
+from ..exceptions import InvalidUrlError, XclientValueError
 
 Protocol = Literal["http", "grpc"]
 
@@ -92,3 +93,67 @@ def parse_url(url: str) -> ServerUrl:
     no_scheme = "grpc" if port == DEFAULT_PORTS["grpc"] else "http"  # the rule of the module docstring
     protocol, tls = _SCHEMES[no_scheme if given_scheme is None else given_scheme.lower()]
     return ServerUrl(protocol=protocol, host=parts.hostname, port=port or DEFAULT_PORTS[protocol], tls=tls)
+
+
+@dataclasses.dataclass(frozen=True)
+class DnsName:
+    """A ``dns+grpc://name:8001`` (or ``dns+http://``) URL: one replica per address the name resolves to,
+    resolved again every ``dns_refresh_s`` (a Kubernetes headless Service lists its pods this way)."""
+
+    url: ServerUrl  # the name's own URL: ``host`` is the name to resolve
+
+    def __str__(self) -> str:
+        return f"dns+{self.url}"
+
+
+#: One entry of a client's ``url``: a server, or a name whose every address is a server.
+Target = ServerUrl | DnsName
+
+
+def parse_target(url: str) -> Target:
+    """:func:`parse_url`, plus the ``dns+`` prefix (which needs a scheme after it).
+
+    >>> str(parse_target("dns+grpc://triton-headless:8001"))
+    'dns+grpc://triton-headless:8001'
+    """
+    if isinstance(url, str) and url.strip().lower().startswith("dns+"):
+        rest = url.strip()[4:]
+        if "://" not in rest:
+            raise InvalidUrlError(
+                f"Invalid server URL {url!r}: dns+ needs a scheme after it, e.g. 'dns+grpc://name:8001'"
+            )
+        return DnsName(parse_url(rest))
+    return parse_url(url)
+
+
+def _target_url(target: Target) -> ServerUrl:
+    return target.url if isinstance(target, DnsName) else target
+
+
+def parse_targets(url: str | Sequence[str]) -> tuple[Target, ...]:
+    """A client's ``url``: one URL, or a list of URLs (replicas), all of one protocol.
+
+    >>> [str(t) for t in parse_targets(["a:8001", "grpc://b"])]
+    ['grpc://a:8001', 'grpc://b:8001']
+    """
+    if isinstance(url, str):
+        return (parse_target(url),)
+    if not isinstance(url, Sequence) or not url:
+        raise InvalidUrlError(
+            f"Invalid server URL {url!r}: expected a str, or a non-empty list of str "
+            "such as ['grpc://a:8001', 'grpc://b:8001']"
+        )
+    targets = tuple(parse_target(u) for u in url)
+    first = _target_url(targets[0])
+    seen: set[str] = set()
+    for given, target in zip(url, targets, strict=True):
+        other = _target_url(target)
+        if other.protocol != first.protocol:
+            raise XclientValueError(
+                f"url: every replica must speak one protocol; {str(targets[0])!r} is {first.protocol.upper()} "
+                f"but {given!r} is {other.protocol.upper()} ({str(target)!r})"
+            )
+        if str(target) in seen:
+            raise XclientValueError(f"url: {str(target)!r} is given twice")
+        seen.add(str(target))
+    return targets
