@@ -161,7 +161,7 @@ class TritonAdapter(ConnectionFields):
         conn = self._conn
         with conn.lock:
             if conn.client is None:
-                conn.client = ModelClient(self.base_url, self.model, **self._client_options())
+                conn.client = ModelClient(self.client_url, self.model, **self._client_options())
             if conn.pool is None:
                 conn.pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix=type(self).__name__)
             return conn.client, conn.pool
@@ -171,7 +171,7 @@ class TritonAdapter(ConnectionFields):
         loop = asyncio.get_running_loop()
         entry = self._conn.aclients.get(loop)
         if entry is None:
-            client = AsyncioModelClient(self.base_url, self.model, **self._client_options())
+            client = AsyncioModelClient(self.client_url, self.model, **self._client_options())
             entry = self._conn.aclients[loop] = (client, asyncio.Semaphore(self.max_concurrency))
         return entry
 

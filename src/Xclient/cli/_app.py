@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
+from .._replica_urls import ENV_URL, check_urls, split_urls
 from ..client._auth import redact
 from ..client._base import check_timeout
 from ..client._urls import DEFAULT_PORTS, parse_url
@@ -30,7 +31,6 @@ from ._output import Console, first_line, use_utf8
 if TYPE_CHECKING:
     from ..client import ServerClient
 
-ENV_URL = "XCLIENT_URL"
 ENV_API_KEY = "XCLIENT_API_KEY"
 ENV_MODEL = "XCLIENT_MODEL"
 DEFAULT_URL = "http://localhost:8000"
@@ -50,15 +50,21 @@ def env(name: str, default: str | None = None) -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class Connection:
-    """Where the server is and how to talk to it: ``--url``, ``--api-key``, ``--timeout``, checked once
-    and handed to each part of the library under its own option names."""
+    """Where the server is and how to talk to it: ``--url`` (repeated, or comma-separated, for several
+    replicas), ``--api-key``, ``--timeout``, checked once and handed to each part of the library under its
+    own option names.
 
-    url: str
+    ``url`` is what the clients take: one normalized URL (a str), or the tuple of the replicas' URLs;
+    :attr:`urls` is always the tuple."""
+
+    url: str | Sequence[str]
     api_key: str | None = None
     timeout_s: float | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "url", str(parse_url(self.url)))  # no scheme: HTTP, for every command
+        texts = [self.url] if isinstance(self.url, str) else list(self.url)
+        urls = tuple(str(u) for u in check_urls("--url", [u for text in texts for u in split_urls(text)] or texts))
+        object.__setattr__(self, "url", urls[0] if len(urls) == 1 else urls)  # no scheme: HTTP, for every command
         if self.timeout_s is not None:
             object.__setattr__(self, "timeout_s", check_timeout("--timeout", self.timeout_s))
 
@@ -66,14 +72,30 @@ class Connection:
         return f"Connection({self.url!r})"
 
     @property
+    def urls(self) -> tuple[str, ...]:
+        """Every replica's URL (normalized: ``grpc://host:8001``)."""
+        return (self.url,) if isinstance(self.url, str) else tuple(self.url)
+
+    @property
+    def shown(self) -> str:
+        """The URLs, for a message."""
+        return ", ".join(self.urls)
+
+    @property
     def protocol(self) -> str:
-        return parse_url(self.url).protocol
+        return parse_url(self.urls[0]).protocol
 
     def grpc(self) -> Connection:
-        """This connection over gRPC (what streams need): itself, or its host on Triton's default gRPC port."""
+        """This connection over gRPC (what streams need): itself, or each host on Triton's default gRPC port."""
         if self.protocol == "grpc":
             return self
-        return dataclasses.replace(self, url=f"grpc://{parse_url(self.url).host}:{DEFAULT_PORTS['grpc']}")
+        return dataclasses.replace(
+            self, url=tuple(f"grpc://{parse_url(url).host}:{DEFAULT_PORTS['grpc']}" for url in self.urls)
+        )
+
+    def one(self, url: str) -> Connection:
+        """The same connection to one of its replicas only."""
+        return dataclasses.replace(self, url=url)
 
     def client_options(self) -> dict[str, Any]:
         """Options of the model clients (ModelClient, DecoupledModelClient...)."""
@@ -92,14 +114,19 @@ class Connection:
 
     def adapter_options(self) -> dict[str, Any]:
         """Fields of MetaLMEmbeddings and MetaLMRerank."""
-        return {"base_url": self.url, **self.client_options()}
+        return {"base_url": self._field_url, **self.client_options()}
 
     def llm_options(self) -> dict[str, Any]:
         """Fields of ChatMetaLM."""
-        options: dict[str, Any] = {"server_url": self.url, "api_key": self.api_key}
+        options: dict[str, Any] = {"server_url": self._field_url, "api_key": self.api_key}
         if self.timeout_s is not None:
             options.update(timeout=self.timeout_s, init_timeout_s=self.timeout_s)
         return options
+
+    @property
+    def _field_url(self) -> str | list[str]:
+        """``url`` as the LangChain classes' ``base_url`` field takes it: a str, or a list."""
+        return self.url if isinstance(self.url, str) else list(self.url)
 
 
 class Context:
@@ -140,18 +167,38 @@ class DefaultUrl(str):
     can tell the default from a URL given on the command line."""
 
 
+class UrlsAction(argparse.Action):
+    """``--url`` may be repeated (one replica each, or comma-separated ones): the URLs given replace the
+    default (argparse's ``append`` would add to it)."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None
+    ) -> None:
+        given = getattr(namespace, self.dest, None)
+        urls = list(given) if isinstance(given, list) else []
+        setattr(namespace, self.dest, [*urls, values])
+
+
+URL_HELP = (
+    "http(s)://host:port or grpc(s)://host:port; no scheme: gRPC on port 8001, HTTP otherwise; repeat it "
+    "(or separate with commas) for several replicas of one server"
+)
+
+
 def add_connection_options(parser: argparse.ArgumentParser, *, url_help: str | None = None) -> None:
-    """``--url``, ``--api-key`` and ``--timeout``; ``url_help`` replaces the default (from the environment)."""
+    """``--url`` (repeatable), ``--api-key`` and ``--timeout``; ``url_help`` replaces the default (from the
+    environment)."""
     group = parser.add_argument_group("connection")
     if url_help is None:
         group.add_argument(
             "--url",
+            action=UrlsAction,
+            metavar="URL",
             default=DefaultUrl(env(ENV_URL, DEFAULT_URL)),
-            help=f"http(s)://host:port or grpc(s)://host:port; no scheme: gRPC on port 8001, HTTP otherwise "
-            f"(env {ENV_URL}; default {DEFAULT_URL})",
+            help=f"{URL_HELP} (env {ENV_URL}, comma-separated; default {DEFAULT_URL})",
         )
     else:
-        group.add_argument("--url", default=None, help=url_help)
+        group.add_argument("--url", action=UrlsAction, metavar="URL", default=None, help=url_help)
     add_api_key_option(group, f"sent as 'Authorization: Bearer KEY' (env {ENV_API_KEY}); never shown")
     group.add_argument(
         "--timeout",
@@ -378,7 +425,7 @@ def _version_request(argv: Sequence[str]) -> Connection | None | bool:
         return False
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--version", action="store_true")
-    parser.add_argument("--url", default=env(ENV_URL))
+    parser.add_argument("--url", action=UrlsAction, default=env(ENV_URL))
     parser.add_argument("--api-key", default=env(ENV_API_KEY))
     try:
         with contextlib.redirect_stderr(io.StringIO()):
@@ -410,9 +457,9 @@ def versions(connection: Connection | None | bool) -> list[tuple[str, str]]:
         try:
             with connection.server() as server:
                 info = server.metadata()
-            found.append(("server", f"{info.get('name', '?')} {info.get('version', '?')} at {connection.url}"))
+            found.append(("server", f"{info.get('name', '?')} {info.get('version', '?')} at {connection.shown}"))
         except XclientError as e:
-            found.append(("server", f"not reached at {connection.url} ({first_line(str(e))[0]})"))
+            found.append(("server", f"not reached at {connection.shown} ({first_line(str(e))[0]})"))
     return found
 
 

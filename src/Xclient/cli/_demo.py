@@ -259,7 +259,7 @@ def _demo(ctx: Context) -> int:
     main = Connection(args.url, args.api_key or None, args.timeout)
     other = dataclasses.replace(main, url=args.grpc_url) if args.grpc_url else main
     connections = (main,) if other.url == main.url else (main, other)
-    console.print(console.style(f"Xclient demo against {', '.join(c.url for c in connections)}", "bold"))
+    console.print(console.style(f"Xclient demo against {', '.join(c.shown for c in connections)}", "bold"))
     # The one step that needs gRPC: next to a lone HTTP URL, Triton's default gRPC port on its host.
     return run_tour(ctx, Tour(connections, other.grpc()))
 

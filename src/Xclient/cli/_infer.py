@@ -63,7 +63,7 @@ def _responses(ctx: Context, values: dict[str, Any]) -> Iterator[tuple[Outputs, 
             if connection.protocol != "grpc":
                 raise XclientValueError(
                     f"model {args.model!r} is decoupled (it streams its responses), which Triton does over gRPC "
-                    f"only: use --url {connection.grpc().url} (or the server's gRPC port)"
+                    f"only: use --url {' --url '.join(connection.grpc().urls)} (or the server's gRPC port)"
                 ) from None
     with DecoupledModelClient(connection.url, args.model, **options) as streaming:
         stream = streaming.infer_batch if args.batch else streaming.infer_sample

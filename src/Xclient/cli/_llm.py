@@ -310,7 +310,7 @@ def _chat(ctx: Context) -> int:
         with contextlib.suppress(ImportError):
             import readline  # noqa: F401 - line editing for input()
         ctx.console.print(
-            ctx.console.style(f"{llm.model} at {ctx.connection.url}; /help for commands, /exit leaves", "dim")
+            ctx.console.style(f"{llm.model} at {ctx.connection.shown}; /help for commands, /exit leaves", "dim")
         )
     conversation = Conversation(args.system)
     try:

@@ -5,22 +5,30 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..exceptions import AccessDeniedError
-from ._app import EXIT_ERROR, Commands, Context, Handler
+from ..exceptions import AccessDeniedError, XclientError
+from ._app import EXIT_ERROR, Commands, Connection, Context, Handler
 from ._inputs import json_or_file
-from ._output import Console
+from ._output import Console, first_line
+
+if TYPE_CHECKING:
+    from ..client import ReplicaState
 
 
 def add_commands(commands: Commands) -> None:
     commands.add(
         "health",
         _health,
-        help="is the server live and ready; its name, version and extensions",
-        examples=["xclient health", "xclient health --url grpc://gpu-box:8001 --json"],
-        json="{url, live, ready, metadata}",
+        help="is the server live and ready; its name, version and extensions (with several --url: each replica)",
+        examples=[
+            "xclient health",
+            "xclient health --url grpc://gpu-box:8001 --json",
+            "xclient health --url grpc://triton-a:8001 --url grpc://triton-b:8001",
+        ],
+        json="{url, live, ready, metadata}; with several --url: {urls, up, replicas: [{url, state, ...}]}",
     )
     models = commands.group(
         "models",
@@ -80,7 +88,9 @@ def _add_version(parser: argparse.ArgumentParser) -> None:
 def _health(ctx: Context) -> int:
     """Live and ready come from the health endpoints, which a server with an API key leaves open; its
     metadata needs the key there, so without a key health still answers (metadata: null). A key that is
-    given and refused is an error."""
+    given and refused is an error. Several URLs: :func:`_replicas_health`."""
+    if len(ctx.connection.urls) > 1:
+        return _replicas_health(ctx)
     with ctx.connection.server() as server:
         live, ready = server.is_live(), server.is_ready()
         try:
@@ -106,6 +116,56 @@ def _health(ctx: Context) -> int:
             [["url", ctx.connection.url], ["live", _yes(console, live)], ["ready", _yes(console, ready)], *about],
         )
     return 0 if live and ready else EXIT_ERROR
+
+
+def _replicas_health(ctx: Context) -> int:
+    """Every replica, asked on its own (each call with its deadline): its state (``up``: live and ready;
+    ``down``: unreachable or not ready), the requests this command has in flight on it (0 once it has
+    answered), the latency of its health calls, and what its failure said. Exit 0 when at least one is
+    up: a client over these URLs is served."""
+    replicas = [_replica_health(ctx.connection.one(url)) for url in ctx.connection.urls]
+    up = sum(r.state == "up" for r, _, _ in replicas)
+    console = ctx.console
+    if ctx.args.json:
+        rows = [{**dataclasses.asdict(r), "live": live, "ready": ready} for r, live, ready in replicas]
+        console.json({"urls": list(ctx.connection.urls), "up": up, "replicas": rows})
+    else:
+        headers = ["replica", "state", "live", "ready", "outstanding", "latency ms", "last error"]
+        console.table(
+            headers,
+            [
+                [
+                    r.url,
+                    console.style(r.state, "green" if r.state == "up" else "red"),
+                    _yes(console, live),
+                    _yes(console, ready),
+                    r.outstanding,
+                    "-" if r.latency_ms is None else f"{r.latency_ms:.1f}",
+                    r.last_error or "",
+                ]
+                for r, live, ready in replicas
+            ],
+        )
+        console.print(f"{up} of {len(replicas)} replicas up")
+    return 0 if up else EXIT_ERROR
+
+
+def _replica_health(connection: Connection) -> tuple[ReplicaState, bool, bool]:
+    """One replica's state (the replica set's vocabulary), live and ready."""
+    from ..client import ReplicaState
+
+    started = time.perf_counter()
+    live = ready = False
+    try:
+        with connection.server() as server:
+            live = server.is_live()
+            ready = live and server.is_ready()
+    except XclientError as e:
+        return ReplicaState(connection.urls[0], "down", 0, None, 1, first_line(str(e))[0]), False, False
+    latency_ms = (time.perf_counter() - started) * 1000.0 / (2 if live else 1)
+    error = None if ready else ("not ready" if live else "not live")
+    state: Any = "up" if ready else "down"
+    return ReplicaState(connection.urls[0], state, 0, latency_ms, 0 if ready else 1, error), live, ready
 
 
 def _yes(console: Console, value: bool) -> str:
@@ -153,21 +213,36 @@ def _config(ctx: Context) -> None:
         console.table([title, "dtype", "dims", ""], rows)
 
 
+def _replicas(ctx: Context) -> list[Connection]:
+    """Each replica on its own: what loads and unloads go to (every replica serves the same models)."""
+    return [ctx.connection.one(url) for url in ctx.connection.urls]
+
+
+def _on(connection: Connection, ctx: Context) -> str:
+    """`` on URL`` when the command has several replicas."""
+    return f" on {connection.url}" if len(ctx.connection.urls) > 1 else ""
+
+
 def _load(ctx: Context) -> None:
+    """Load on every replica, one after the other (the first failure stops)."""
     config = None if ctx.args.config is None else json_or_file(ctx.args.config, "--config")
-    with ctx.connection.server() as server:
-        server.load_model(ctx.args.name, config)
-    if config is None:
-        ctx.console.print(f"loaded {ctx.args.name} (with the config Triton used last: an earlier --config stays)")
-    else:
-        ctx.console.print(f"loaded {ctx.args.name} with the given config")
+    for replica in _replicas(ctx):
+        with replica.server() as server:
+            server.load_model(ctx.args.name, config)
+        if config is None:
+            kept = "with the config Triton used last: an earlier --config stays"
+            ctx.console.print(f"loaded {ctx.args.name}{_on(replica, ctx)} ({kept})")
+        else:
+            ctx.console.print(f"loaded {ctx.args.name}{_on(replica, ctx)} with the given config")
 
 
 def _unload(ctx: Context) -> None:
-    """Unload, and return once the model is gone (a name the server does not have is an error)."""
-    with ctx.connection.server() as server:
-        server.unload_model(ctx.args.name, unload_dependents=ctx.args.dependents, wait=True)
-    ctx.console.print(f"unloaded {ctx.args.name}")
+    """Unload on every replica, and return once the model is gone (a name the server does not have is an
+    error)."""
+    for replica in _replicas(ctx):
+        with replica.server() as server:
+            server.unload_model(ctx.args.name, unload_dependents=ctx.args.dependents, wait=True)
+        ctx.console.print(f"unloaded {ctx.args.name}{_on(replica, ctx)}")
 
 
 def _stats(ctx: Context) -> None:

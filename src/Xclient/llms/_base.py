@@ -167,7 +167,7 @@ class MetaLMBase(ConnectionFields):
     def _make_engine(self) -> Engine:
         return Engine(
             Settings(
-                server_url=self.base_url,
+                server_url=self.client_url,
                 options=self.client_options(),
                 max_retries=self.max_retries,
                 backend=self.backend,

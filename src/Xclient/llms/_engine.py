@@ -29,7 +29,7 @@ import dataclasses
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..client import (
@@ -53,17 +53,34 @@ class Settings:
     base clients' keywords (:meth:`~Xclient._langchain_fields.ConnectionFields.client_options`), made
     once from the fields; ``max_retries`` is applied here, to the whole generation (:class:`Retry`)."""
 
-    server_url: str
+    server_url: str | Sequence[str]
+    """The server's URL, or one URL per replica (all of one protocol): a sequence becomes a tuple."""
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     max_retries: int = 0
     backend: BackendName | None = None
     input_name: str | None = None
     output_name: str | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.server_url, str):
+            object.__setattr__(self, "server_url", tuple(self.server_url))
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every replica's URL."""
+        return (self.server_url,) if isinstance(self.server_url, str) else tuple(self.server_url)
+
+    @property
+    def target(self) -> str | tuple[str, ...]:
+        """What the base clients take: the URL, or the tuple of the replicas' URLs."""
+        urls = self.urls
+        return urls[0] if len(urls) == 1 else urls
+
     @property
     def url(self) -> ServerUrl:
-        """The server URL (no scheme: the rule of :func:`~Xclient.client._urls.parse_url`)."""
-        return parse_url(self.server_url)
+        """The (first) server URL, which tells the protocol (no scheme: the rule of
+        :func:`~Xclient.client._urls.parse_url`)."""
+        return parse_url(self.urls[0])
 
     def client_options(self) -> dict[str, Any]:
         """The base clients' options; they do not retry themselves (:class:`Retry` does, once)."""
@@ -106,7 +123,7 @@ def _backend(settings: Settings, config: ModelConfig) -> Backend:
 
 def connect(settings: Settings, model: str) -> Connection:
     """Connect to ``model`` (blocking): fetch its config and choose the route (see the module docstring)."""
-    url, options = settings.url, settings.client_options()
+    url, target, options = settings.url, settings.target, settings.client_options()
     if url.protocol == "http":
         http = SyncGenerateClient(url, model, **settings.http_options())
         try:
@@ -118,15 +135,15 @@ def connect(settings: Settings, model: str) -> Connection:
         if config.decoupled:
             return Connection(config, backend, http.stream, http.close)
         http.close()
-        client: Any = ModelClient(str(url), model, model_config=config, ensure_model_is_ready=False, **options)
+        client: Any = ModelClient(target, model, model_config=config, ensure_model_is_ready=False, **options)
         return Connection(config, backend, _one_response(client, config), client.close)
-    client = DecoupledModelClient(str(url), model, **options)
+    client = DecoupledModelClient(target, model, **options)
     try:
         try:
             config = client.model_config
         except IncompatibleModelError:  # not decoupled: one response per request
             client.close()
-            client = ModelClient(str(url), model, **options)
+            client = ModelClient(target, model, **options)
             config = client.model_config
             return Connection(config, _backend(settings, config), _one_response(client, config), client.close)
         return Connection(config, _backend(settings, config), _stream(client, config), client.close)
@@ -137,7 +154,7 @@ def connect(settings: Settings, model: str) -> Connection:
 
 async def aconnect(settings: Settings, model: str) -> Connection:
     """:func:`connect` on the running event loop, with the asyncio clients."""
-    url, options = settings.url, settings.client_options()
+    url, target, options = settings.url, settings.target, settings.client_options()
     if url.protocol == "http":
         http = AsyncGenerateClient(url, model, **settings.http_options())
         try:
@@ -149,15 +166,15 @@ async def aconnect(settings: Settings, model: str) -> Connection:
         if config.decoupled:
             return Connection(config, backend, http.stream, http.close)
         await http.close()
-        client: Any = AsyncioModelClient(str(url), model, model_config=config, ensure_model_is_ready=False, **options)
+        client: Any = AsyncioModelClient(target, model, model_config=config, ensure_model_is_ready=False, **options)
         return Connection(config, backend, _aone_response(client, config), client.close)
-    client = AsyncioDecoupledModelClient(str(url), model, **options)
+    client = AsyncioDecoupledModelClient(target, model, **options)
     try:
         try:
             config = await client.model_config
         except IncompatibleModelError:
             await client.close()
-            client = AsyncioModelClient(str(url), model, **options)
+            client = AsyncioModelClient(target, model, **options)
             config = await client.model_config
             return Connection(config, _backend(settings, config), _aone_response(client, config), client.close)
         return Connection(config, _backend(settings, config), _stream(client, config), client.close)
