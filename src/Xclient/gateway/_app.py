@@ -286,7 +286,7 @@ class Gateway:
 
     async def _generate(self, parsed: Generate, request: Request, exchange: _Exchange, *, chat: bool) -> Reply:
         located = await self._locate(parsed.model, exchange, ("chat", "completion"))
-        engine = located.server.engine
+        engine = located.replicas.engine
         headers = _trace_headers(request)
         with request_headers(headers):
             connection = await self._guard(parsed, engine.aconnection(parsed.model))
@@ -402,7 +402,7 @@ class Gateway:
     async def embeddings(self, request: Request, exchange: _Exchange) -> Response:
         parsed = parse_embeddings(parse_json(await request.body()))
         located = await self._locate(parsed.model, exchange, ("embedding",))
-        adapter = located.server.adapter(parsed.model, "embedding")
+        adapter = located.replicas.adapter(parsed.model, "embedding")
         dimension = adapter.detect_contract(located.config).dense.shape[0]
         if parsed.dimensions is not None and parsed.dimensions != dimension:
             raise ApiError(
@@ -418,7 +418,7 @@ class Gateway:
     async def rerank(self, request: Request, exchange: _Exchange) -> Response:
         parsed = parse_rerank(parse_json(await request.body()))
         located = await self._locate(parsed.model, exchange, ("rerank",))
-        adapter = located.server.adapter(parsed.model, "rerank")
+        adapter = located.replicas.adapter(parsed.model, "rerank")
         with request_headers(_trace_headers(request)):
             ranked = await self._adapter_call(
                 parsed.model, adapter.arerank(parsed.query, parsed.documents, parsed.top_n)
@@ -452,15 +452,20 @@ class Gateway:
                 "owned_by": "triton",
                 "kind": m.kind,
                 "server": m.server.url,
+                "servers": list(m.replicas.urls),
             }
             for m in located
         ]
         return JSONResponse({"object": "list", "data": data})
 
     async def health(self, request: Request) -> Response:
-        servers = await self.servers.health()
+        servers, models = await self.servers.health()
         ok = any(ready for _, ready in servers)
-        body = {"status": "ok" if ok else "unavailable", "servers": [{"url": u, "ready": r} for u, r in servers]}
+        body = {
+            "status": "ok" if ok else "unavailable",
+            "servers": [{"url": u, "ready": r} for u, r in servers],
+            "models": {name: [{"url": u, "ready": r} for u, r in replicas] for name, replicas in models.items()},
+        }
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def prometheus(self, request: Request) -> Response:
@@ -497,7 +502,7 @@ def create_app(
 
     Args:
         urls: one Triton URL or several (``grpc://host:8001``, ``http://host:8000``; no scheme: HTTP); a
-            model lives on the first that serves it.
+            model served by several is reached over all of them, as one replica set (balancing, failover).
         api_key: when set, every ``/v1`` route requires ``Authorization: Bearer <api_key>``.
         triton_api_key: sent to Triton (``Authorization: Bearer``); None: ``XCLIENT_API_KEY`` if set.
         init_timeout_s: deadline of Triton's config and readiness calls.
