@@ -115,7 +115,7 @@ def report(outcomes: list[h.Outcome], rounds: int, requests: int) -> h.Table:
                 "x one replica": h.fmt_ratio(ratio),
                 "ideal": f"{n / SERVICE_TIME_S:,.0f}/s",
             }
-            table.add_result(outcome, cells, passed, replicas=n, requests_per_s=rate, ratio_one_replica=ratio)
+            table.add_result(outcome, cells, passed, requests_per_s=rate, ratio_one_replica=ratio)
         overall = False if False in verdicts else (None if None in verdicts or not verdicts else True)
         table.targets.append(
             h.Target(

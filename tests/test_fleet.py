@@ -376,3 +376,64 @@ def test_http_replicas_are_single_url_transports(servers):
         client.infer_sample(FP32=SAMPLE)
         fleet = client._transport().fleet  # type: ignore[attr-defined]
         assert all(type(t) is HttpTransport for t in fleet.transports())
+
+
+@pytest.mark.parametrize("protocol", ["http"])  # the fixture silent_url's protocol
+def test_a_replica_that_keeps_timing_out_opens_its_circuit_breaker(servers, silent_url):
+    """Timeouts are not failed over (the request may be running there), but after five in a row the
+    replica's breaker opens and it gets no request until its cool-down ends."""
+    from Xclient.exceptions import XclientTimeoutError
+
+    live, silent = servers[0].http_url, silent_url  # silent: accepts connections, never answers
+    with ModelClient(live, "identity") as one:
+        config = one.model_config
+    with ModelClient([silent, live], "identity", model_config=config, inference_timeout_s=0.2) as client:
+        timeouts = 0
+        for _ in range(60):
+            try:
+                client.infer_sample(FP32=SAMPLE)
+            except XclientTimeoutError:
+                timeouts += 1
+            if state_of(client, silent).state == "open":
+                break
+        assert timeouts == 5 and state_of(client, silent).state == "open"
+        assert state_of(client, silent).failures == 5 and "timed out" in str(state_of(client, silent).last_error)
+        for _ in range(30):  # all to the live one now
+            client.infer_sample(FP32=SAMPLE)
+
+
+def test_fleet_transports_say_which_replica_served_a_call(servers):
+    import types
+
+    urls = [dead_url("grpc"), servers[0].grpc_url]
+    with ModelClient(urls, "identity") as client:
+        transport = client._transport()
+        info = types.SimpleNamespace(url=None)
+        op = transport.calls.server_ready(timeout_s=5.0, headers=None)
+        assert transport.run(op, 5.0, info) is True
+        assert info.url == servers[0].grpc_url  # the dead one failed first, or was never tried
+
+    async def main() -> str:
+        async with AsyncioModelClient(urls, "identity") as aclient:
+            atransport = aclient._transport()
+            ainfo = types.SimpleNamespace(url=None)
+            await atransport.run(atransport.calls.server_ready(timeout_s=5.0, headers=None), 5.0, ainfo)
+            return str(ainfo.url)
+
+    assert asyncio.run(main()) == servers[0].grpc_url
+
+
+def test_loading_and_unloading_a_model_goes_to_every_replica(servers):
+    a, b = servers[0], servers[1]
+    with ServerClient([a.grpc_url, b.grpc_url]) as fleet:
+        fleet.unload_model("slow")
+        try:
+            assert not ready(a, "slow") and not ready(b, "slow")
+        finally:
+            fleet.load_model("slow")
+    assert ready(a, "slow") and ready(b, "slow")
+
+
+def ready(server: LocalTritonServer, model: str) -> bool:
+    with ServerClient(server.http_url) as client:
+        return client.is_model_ready(model)

@@ -34,6 +34,8 @@ it needs (:class:`_Run` an Op on one replica, :class:`_Resolve` a name) and gets
   other replica serves that client (an inference or a stream), its config is fetched and compared:
   inputs (names, dtypes, shapes), outputs, ``max_batch_size`` and decoupled must agree, or the call
   raises :class:`~Xclient.exceptions.IncompatibleModelError` naming both replicas and the difference.
+- **Management**: ``load_model`` and ``unload_model`` (:class:`~Xclient.client.ServerClient`) go to every
+  listed replica, one after another; the other calls go to one replica, as above.
 - **DNS**: a ``dns+`` URL is resolved (``getaddrinfo``, every address) on first use and again every
   ``dns_refresh_s`` (30 s) by the first call that finds it due; an address that left the name gets no
   new request, and a failed resolution keeps the last list.
@@ -70,6 +72,8 @@ PROBE_INITIAL_BACKOFF_S = 0.2
 PROBE_MAX_BACKOFF_S = 5.0
 #: The deadline of one readiness probe (it runs on a call's path).
 PROBE_TIMEOUT_S = 0.5
+#: The deadline of a replica's config check (a unary call's own deadline, when shorter).
+CONFIG_TIMEOUT_S = 5.0
 #: The circuit breaker opens after this many consecutive failures, for this long.
 BREAKER_FAILURES = 5
 BREAKER_COOLDOWN_S = 10.0
@@ -91,6 +95,9 @@ _ACTIONS = {
     "unload_model": "unloading",
     "get_inference_statistics": "reading the statistics",
 }
+
+#: The calls every replica gets (their answer is None), so that replicas keep serving the same models.
+_EVERYWHERE = ("load_model", "unload_model")
 
 T = TypeVar("T", bound="Transport | AsyncTransport")
 State = Literal["up", "down", "open"]
@@ -221,8 +228,11 @@ class ReplicaSet(Generic[T]):
     # -- one call ------------------------------------------------------------------------------------
 
     def call(self, op: Op, timeout_s: float, info: Any = None) -> Flow[T]:
-        """Run ``op`` on one replica, failing over per :func:`fails_over`; returns its parsed answer."""
+        """Run ``op`` on one replica, failing over per :func:`fails_over`; returns its parsed answer.
+        Loading and unloading a model go to every replica instead (:meth:`_everywhere`)."""
         yield from self._maintain()
+        if op.method in _EVERYWHERE:
+            return (yield from self._everywhere(op, timeout_s, info))
         deadline = time.monotonic() + timeout_s
         tried: list[tuple[Replica[T], XclientError]] = []
         while True:
@@ -230,7 +240,7 @@ class ReplicaSet(Generic[T]):
             if replica is None:
                 raise self.exhausted(tried, op.method)
             if op.method == MODEL_INFER_OP and not replica.checked:
-                unreachable = yield from self._check_config(replica)
+                unreachable = yield from self._check_config(replica, min(timeout_s, CONFIG_TIMEOUT_S))
                 if unreachable is not None:
                     tried.append((replica, unreachable))
                     continue
@@ -248,6 +258,32 @@ class ReplicaSet(Generic[T]):
             if time.monotonic() >= deadline:
                 raise self.exhausted(tried, op.method)
 
+    def _everywhere(self, op: Op, timeout_s: float, info: Any) -> Flow[T]:
+        """Run ``op`` on every listed replica (one after another: a model is loaded or unloaded on each,
+        so they keep serving the same models); every failure is raised as one error naming each."""
+        failures: list[tuple[Replica[T], XclientError]] = []
+        with self._lock:
+            replicas = list(self.listed)
+        for replica in replicas:
+            if info is not None:
+                info.url = str(replica.url)
+            result = yield from self._attempt(replica, op, timeout_s)
+            if isinstance(result, _Failed):
+                failures.append((replica, self._failed(replica, result.exc, op, timeout_s)))
+        if not failures:
+            return None
+        if len(replicas) == 1:
+            raise failures[0][1]
+        first = failures[0][1]
+        lines = "; ".join(f"{r.url}: {e.message}" for r, e in failures)
+        raise type(first)(
+            f"{_ACTIONS.get(op.method, op.method)[:1].upper()}{_ACTIONS.get(op.method, op.method)[1:]} failed on "
+            f"{len(failures)} of {len(replicas)} replicas: {lines}",
+            model=first.model,
+            status=first.status,
+            server_message=first.server_message,
+        )
+
     def open_stream(self, tried: Iterable[Replica[T]]) -> Flow[T]:
         """The replica a stream goes out on (not one of ``tried``), counted as outstanding until
         :meth:`stream_ended`; its config is checked first. Raises when none is left."""
@@ -259,7 +295,7 @@ class ReplicaSet(Generic[T]):
             if replica is None:
                 raise self.exhausted(failures, "stream")
             if not replica.checked:
-                unreachable = yield from self._check_config(replica)
+                unreachable = yield from self._check_config(replica, CONFIG_TIMEOUT_S)
                 if unreachable is not None:
                     failures.append((replica, unreachable))
                     continue
@@ -448,17 +484,17 @@ class ReplicaSet(Generic[T]):
 
     # -- consistency ------------------------------------------------------------------------------------
 
-    def _check_config(self, replica: Replica[T]) -> Flow[T]:
+    def _check_config(self, replica: Replica[T], timeout_s: float) -> Flow[T]:
         """Fetch ``replica``'s model config and compare it with the reference (the first config seen
         becomes it). Returns the error when the replica could not be asked; raises on a mismatch."""
         if self._model is None:
             replica.checked = True
             return None
         calls: Any = replica.transport.calls
-        op = calls.model_config(*self._model, timeout_s=PROBE_TIMEOUT_S * 10, headers=self._headers)
-        result = yield from self._attempt(replica, op, PROBE_TIMEOUT_S * 10)
+        op = calls.model_config(*self._model, timeout_s=timeout_s, headers=self._headers)
+        result = yield from self._attempt(replica, op, timeout_s)
         if isinstance(result, _Failed):
-            error = self._failed(replica, result.exc, op, PROBE_TIMEOUT_S * 10)
+            error = self._failed(replica, result.exc, op, timeout_s)
             if fails_over(error, retry_unsafe=False):
                 return error
             raise error
