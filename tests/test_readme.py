@@ -6,7 +6,9 @@
   ``bash -e`` script, in a temporary directory, with this environment's ``xclient`` first on PATH and
   stdin empty.
 - ``localhost:8000`` and ``localhost:8001`` (HTTP and gRPC, as the README writes them) become the
-  session server's ports.
+  session server's ports; ``localhost:9000`` and ``localhost:9001`` (a second replica, for the
+  "Fleets" section) become those of a second server with the demo models, started only when a block
+  that runs names them.
 
 State: each Python block is self-contained (it imports what it uses) and runs in a fresh namespace;
 all of them run in order in one subprocess, so the imports are paid once and a crash fails this test
@@ -15,6 +17,7 @@ and not the session. A failure names the block's line in README.md.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -23,10 +26,12 @@ import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from Xclient.server import LocalTritonServer
+from Xclient.server import DEMO_MODELS, LocalTritonServer
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 SKIP, RUN = "<!-- readme: skip -->", "<!-- readme: run -->"
@@ -50,11 +55,37 @@ def blocks(text: str) -> list[Block]:
     return found
 
 
-def for_server(code: str, server: LocalTritonServer) -> str:
-    """``code`` with the README's ports replaced by the session server's."""
-    http = server.http_url.split("://", 1)[1]
-    grpc = server.grpc_url.split("://", 1)[1]
-    return code.replace("localhost:8000", http).replace("localhost:8001", grpc)
+#: The second replica's ports in the README, and the demo models its examples use.
+SECOND_PORTS = ("localhost:9000", "localhost:9001")
+SECOND_MODELS = ["text", "bge-m3-v", "bge-reranker-v2-m3", "Qwen2-0.5B-Instruct"]
+
+
+def for_server(code: str, server: LocalTritonServer, second: LocalTritonServer | None = None) -> str:
+    """``code`` with the README's ports replaced by the session server's (and the second server's)."""
+    servers = [(("localhost:8000", "localhost:8001"), server)]
+    if second is not None:
+        servers.append((SECOND_PORTS, second))
+    for (http_port, grpc_port), replica in servers:
+        http = replica.http_url.split("://", 1)[1]
+        grpc = replica.grpc_url.split("://", 1)[1]
+        code = code.replace(http_port, http).replace(grpc_port, grpc)
+    return code
+
+
+@pytest.fixture(scope="module")
+def second_server() -> Iterator[Callable[[list[Block]], LocalTritonServer | None]]:
+    """The second replica for the blocks that name its ports (started once, on first need)."""
+    with contextlib.ExitStack() as stack:
+        started: list[LocalTritonServer] = []
+
+        def for_blocks(found: list[Block]) -> LocalTritonServer | None:
+            if not any(port in b.code for b in found for port in SECOND_PORTS):
+                return None
+            if not started:
+                started.append(stack.enter_context(LocalTritonServer(DEMO_MODELS, models=SECOND_MODELS)))
+            return started[0]
+
+        yield for_blocks
 
 
 _RUNNER = textwrap.dedent(
@@ -100,9 +131,10 @@ def test_the_readme_has_the_blocks_this_test_runs() -> None:
 
 
 @pytest.mark.timeout(300)
-def test_every_python_block_of_the_readme_runs(triton_server: LocalTritonServer) -> None:
+def test_every_python_block_of_the_readme_runs(triton_server: LocalTritonServer, second_server: Any) -> None:
     python = [b for b in blocks(README.read_text("utf-8")) if b.language == "python" and b.marker != SKIP]
-    payload = json.dumps([[b.line, for_server(b.code, triton_server)] for b in python], ensure_ascii=False)
+    second = second_server(python)
+    payload = json.dumps([[b.line, for_server(b.code, triton_server, second)] for b in python], ensure_ascii=False)
     done = subprocess.run(
         [sys.executable, "-c", _RUNNER], input=payload, capture_output=True, text=True, env=_env(), timeout=280
     )
@@ -110,10 +142,13 @@ def test_every_python_block_of_the_readme_runs(triton_server: LocalTritonServer)
     assert done.stdout.count("--- README.md line") == len(python)
 
 
-def test_the_readme_shell_blocks_marked_run_run(triton_server: LocalTritonServer, tmp_path: pathlib.Path) -> None:
+def test_the_readme_shell_blocks_marked_run_run(
+    triton_server: LocalTritonServer, second_server: Any, tmp_path: pathlib.Path
+) -> None:
     bash = [b for b in blocks(README.read_text("utf-8")) if b.language == "bash" and b.marker == RUN]
+    second = second_server(bash)
     for block in bash:
-        script = "set -euo pipefail\n" + for_server(block.code, triton_server)
+        script = "set -euo pipefail\n" + for_server(block.code, triton_server, second)
         done = subprocess.run(
             ["bash", "-c", script],
             cwd=tmp_path,

@@ -52,7 +52,7 @@ except ImportError:  # pragma: no cover - depends on the installed extras
         "Xclient's LangChain classes need the 'langchain' extra: pip install 'llmops-xclient[langchain]'"
     ) from None
 
-from ._replica_urls import ENV_URL, check_urls, split_urls
+from ._replica_urls import ENV_URL, check_urls, client_target, split_urls, url_tuple
 
 ENV_API_KEY = "XCLIENT_API_KEY"
 DEFAULT_URL = "localhost:8001"
@@ -127,13 +127,12 @@ class ConnectionFields(BaseModel):
     @property
     def urls(self) -> tuple[str, ...]:
         """Every URL of ``base_url`` (one per replica), as a tuple."""
-        return (self.base_url,) if isinstance(self.base_url, str) else tuple(self.base_url)
+        return url_tuple(self.base_url)
 
     @property
     def client_url(self) -> str | tuple[str, ...]:
         """``base_url`` as the base clients take it: the URL, or the tuple of the replicas' URLs."""
-        urls = self.urls
-        return urls[0] if len(urls) == 1 else urls
+        return client_target(self.base_url)
 
     @property
     def inference_timeout_s(self) -> float:

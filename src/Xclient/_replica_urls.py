@@ -11,11 +11,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .client._urls import ServerUrl, parse_url
-from .exceptions import InvalidUrlError
+from .client._urls import DnsName, ServerUrl, Target, parse_target, parse_targets
+from .exceptions import InvalidUrlError, XclientValueError
 
 #: The environment variable of the server URL(s), comma-separated for several replicas.
 ENV_URL = "XCLIENT_URL"
+
+
+def url_tuple(value: str | Sequence[str]) -> tuple[str, ...]:
+    """Every URL of ``value`` (one URL, or a list of them), as a tuple."""
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def client_target(value: str | Sequence[str]) -> str | tuple[str, ...]:
+    """``value`` as the base clients take their ``url``: the one URL, or the tuple of the replicas'."""
+    urls = url_tuple(value)
+    return urls[0] if len(urls) == 1 else urls
+
+
+def first_url(value: str | Sequence[str]) -> ServerUrl:
+    """The first replica's URL (for a ``dns+`` name, the name's own URL): it tells the protocol."""
+    target = parse_target(url_tuple(value)[0])
+    return target.url if isinstance(target, DnsName) else target
 
 
 def split_urls(text: str) -> list[str]:
@@ -23,9 +40,11 @@ def split_urls(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def check_urls(field: str, value: str | Sequence[str]) -> tuple[ServerUrl, ...]:
-    """Every URL of ``value`` (one URL, or a list of them), parsed. Each must parse, hold no comma (several
-    URLs are a list) and share one protocol with the others; an error names ``field`` and the entry.
+def check_urls(field: str, value: str | Sequence[str]) -> tuple[Target, ...]:
+    """Every URL of ``value`` (one URL, or a list of them), parsed as the clients parse them
+    (:func:`~Xclient.client._urls.parse_targets`: ``dns+`` names too, one protocol, no URL twice). A URL
+    holding a comma is refused (several URLs are a list); an error in a list names ``field`` and the
+    entry (``base_url[1]: ...``).
 
     >>> [str(u) for u in check_urls("base_url", ["a:8001", "grpc://b"])]
     ['grpc://a:8001', 'grpc://b:8001']
@@ -33,7 +52,6 @@ def check_urls(field: str, value: str | Sequence[str]) -> tuple[ServerUrl, ...]:
     entries: list[object] = [value] if isinstance(value, str) else list(value)
     if not entries:
         raise InvalidUrlError(f"{field}: an empty list; expected a URL or a list of URLs such as ['grpc://a:8001']")
-    parsed: list[ServerUrl] = []
     for index, entry in enumerate(entries):
         where = field if isinstance(value, str) else f"{field}[{index}]"
         if not isinstance(entry, str):
@@ -44,14 +62,12 @@ def check_urls(field: str, value: str | Sequence[str]) -> tuple[ServerUrl, ...]:
                 f"(only {ENV_URL} and the CLI's --url are comma-separated)"
             )
         try:
-            parsed.append(parse_url(entry))
+            parse_target(entry)
         except InvalidUrlError as e:
+            if isinstance(value, str):
+                raise  # it names the URL; the caller (pydantic, the CLI) names the field
             raise InvalidUrlError(f"{where}: {e}") from None
-    mixed = [i for i, url in enumerate(parsed) if url.protocol != parsed[0].protocol]
-    if mixed:
-        first, other = entries[0], entries[mixed[0]]
-        raise InvalidUrlError(
-            f"{field}: the replicas mix protocols ({first!r} is {parsed[0].protocol}, {other!r} is "
-            f"{parsed[mixed[0]].protocol}); give every replica the same protocol"
-        )
-    return tuple(parsed)
+    try:
+        return parse_targets([str(entry) for entry in entries])
+    except XclientValueError as e:  # the rules of a list: one protocol, no URL twice
+        raise InvalidUrlError(f"{field}: {str(e).removeprefix('url: ')}") from None

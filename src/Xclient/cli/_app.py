@@ -21,10 +21,10 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-from .._replica_urls import ENV_URL, check_urls, split_urls
+from .._replica_urls import ENV_URL, check_urls, client_target, first_url, split_urls, url_tuple
 from ..client._auth import redact
 from ..client._base import check_timeout
-from ..client._urls import DEFAULT_PORTS, parse_url
+from ..client._urls import DEFAULT_PORTS
 from ..exceptions import XclientError, XclientValueError
 from ._output import Console, first_line, use_utf8
 
@@ -63,8 +63,10 @@ class Connection:
 
     def __post_init__(self) -> None:
         texts = [self.url] if isinstance(self.url, str) else list(self.url)
-        urls = tuple(str(u) for u in check_urls("--url", [u for text in texts for u in split_urls(text)] or texts))
-        object.__setattr__(self, "url", urls[0] if len(urls) == 1 else urls)  # no scheme: HTTP, for every command
+        given = [u for text in texts for u in split_urls(text)] or texts
+        field = ENV_URL if isinstance(self.url, DefaultUrl) else "--url"  # where the URLs came from
+        urls = [str(u) for u in check_urls(field, given[0] if len(given) == 1 else given)]
+        object.__setattr__(self, "url", client_target(urls))  # no scheme: HTTP, for every command
         if self.timeout_s is not None:
             object.__setattr__(self, "timeout_s", check_timeout("--timeout", self.timeout_s))
 
@@ -74,7 +76,7 @@ class Connection:
     @property
     def urls(self) -> tuple[str, ...]:
         """Every replica's URL (normalized: ``grpc://host:8001``)."""
-        return (self.url,) if isinstance(self.url, str) else tuple(self.url)
+        return url_tuple(self.url)
 
     @property
     def shown(self) -> str:
@@ -83,14 +85,14 @@ class Connection:
 
     @property
     def protocol(self) -> str:
-        return parse_url(self.urls[0]).protocol
+        return first_url(self.url).protocol
 
     def grpc(self) -> Connection:
         """This connection over gRPC (what streams need): itself, or each host on Triton's default gRPC port."""
         if self.protocol == "grpc":
             return self
         return dataclasses.replace(
-            self, url=tuple(f"grpc://{parse_url(url).host}:{DEFAULT_PORTS['grpc']}" for url in self.urls)
+            self, url=tuple(f"grpc://{first_url(url).host}:{DEFAULT_PORTS['grpc']}" for url in self.urls)
         )
 
     def one(self, url: str) -> Connection:

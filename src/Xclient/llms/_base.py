@@ -274,7 +274,11 @@ class MetaLMBase(ConnectionFields):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         """What makes two instances answer alike (LangChain's caching and tracing)."""
-        params = {"model_name": self.model_name, "server_url": self.server_url, "max_tokens": self.max_tokens}
+        params: dict[str, Any] = {
+            "model_name": self.model_name,
+            "server_url": self.server_url,
+            "max_tokens": self.max_tokens,
+        }
         params.update(sampling_settings({name: getattr(self, name) for name in SAMPLING_FIELDS}))
         if self.stop:
             params["stop"] = self.stop

@@ -8,6 +8,9 @@
 - ``http(s)://``: the config over HTTP; a decoupled model streams through Triton's ``generate_stream``
   (:mod:`Xclient.llms._http`), a coupled one gets a :class:`~Xclient.client.ModelClient`.
 
+Several URLs (replicas, ``Settings(server_url=[...])``) take the same routes: every client is made over
+all of them (the replica set of :mod:`Xclient.client._fleet`), the HTTP generate route included.
+
 The asyncio twins (:class:`~Xclient.client.AsyncioDecoupledModelClient`,
 :class:`~Xclient.client.AsyncioModelClient`, an :class:`~Xclient.llms._http.AsyncGenerateClient`) serve the
 async methods, one set per event loop.
@@ -32,6 +35,7 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any
 
+from .._replica_urls import client_target, first_url
 from ..client import (
     AsyncioDecoupledModelClient,
     AsyncioModelClient,
@@ -40,7 +44,7 @@ from ..client import (
     ModelConfig,
 )
 from ..client._retry import RetryPolicy
-from ..client._urls import ServerUrl, parse_url
+from ..client._urls import ServerUrl
 from ..exceptions import IncompatibleModelError, XclientError
 from ._backends import Backend, BackendName, Sampling, TritonRequest, detect_backend, explain
 from ._http import AsyncGenerateClient, SyncGenerateClient
@@ -66,21 +70,15 @@ class Settings:
             object.__setattr__(self, "server_url", tuple(self.server_url))
 
     @property
-    def urls(self) -> tuple[str, ...]:
-        """Every replica's URL."""
-        return (self.server_url,) if isinstance(self.server_url, str) else tuple(self.server_url)
-
-    @property
     def target(self) -> str | tuple[str, ...]:
         """What the base clients take: the URL, or the tuple of the replicas' URLs."""
-        urls = self.urls
-        return urls[0] if len(urls) == 1 else urls
+        return client_target(self.server_url)
 
     @property
     def url(self) -> ServerUrl:
         """The (first) server URL, which tells the protocol (no scheme: the rule of
         :func:`~Xclient.client._urls.parse_url`)."""
-        return parse_url(self.urls[0])
+        return first_url(self.server_url)
 
     def client_options(self) -> dict[str, Any]:
         """The base clients' options; they do not retry themselves (:class:`Retry` does, once)."""
@@ -125,7 +123,7 @@ def connect(settings: Settings, model: str) -> Connection:
     """Connect to ``model`` (blocking): fetch its config and choose the route (see the module docstring)."""
     url, target, options = settings.url, settings.target, settings.client_options()
     if url.protocol == "http":
-        http = SyncGenerateClient(url, model, **settings.http_options())
+        http = SyncGenerateClient(target, model, **settings.http_options())
         try:
             config = http.model_config()
             backend = _backend(settings, config)
@@ -156,7 +154,7 @@ async def aconnect(settings: Settings, model: str) -> Connection:
     """:func:`connect` on the running event loop, with the asyncio clients."""
     url, target, options = settings.url, settings.target, settings.client_options()
     if url.protocol == "http":
-        http = AsyncGenerateClient(url, model, **settings.http_options())
+        http = AsyncGenerateClient(target, model, **settings.http_options())
         try:
             config = await http.model_config()
             backend = _backend(settings, config)

@@ -14,6 +14,12 @@ BYTES outputs may hold any bytes, and Triton writes them into the JSON as they a
 decoded with ``surrogateescape`` so a UTF-8 character split across two responses survives to the
 incremental decoder (:mod:`Xclient.llms._streaming`).
 
+**Several replicas** (a list of URLs, or a ``dns+http://`` URL): the config call and each stream go
+through the clients' replica set (:mod:`Xclient.client._fleet`: balancing, health, the consistency
+check of the model config), one HTTP wire per replica. A stream that fails before it opens (the
+replica refused the connection) goes to another replica at once (:class:`StreamFailover`); once open,
+it stays on its replica. One URL: a single wire, as before.
+
 :class:`GenerateClient` holds everything the two clients share; :class:`SyncGenerateClient` and
 :class:`AsyncGenerateClient` differ only in how they wait.
 """
@@ -21,8 +27,9 @@ incremental decoder (:mod:`Xclient.llms._streaming`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,7 +38,7 @@ from ..client import ModelConfig
 from ..client import _rest as rest
 from ..client._auth import build_headers, merge_headers, scoped_headers, secrets_of
 from ..client._transport import CallContext, TlsOptions, translate_error
-from ..client._urls import ServerUrl
+from ..client._urls import DnsName, ServerUrl, parse_targets
 from ..exceptions import XclientError
 from ._backends import TritonRequest
 
@@ -52,12 +59,41 @@ def json_inputs(config: ModelConfig, inputs: Mapping[str, np.ndarray]) -> dict[s
     return body
 
 
+class StreamFailover:
+    """The failover of one stream over the replica set (sans-IO, for both clients): a stream that fails
+    to open on a replica goes to another one, while the replica set's rule allows it
+    (:meth:`~Xclient.client._fleet.ReplicaSet.fails_over`) and a replica is left; then the error lists
+    every replica and what it said."""
+
+    def __init__(self, fleet: Any) -> None:
+        self.fleet = fleet
+        self._tried: list[tuple[Any, XclientError]] = []
+
+    @property
+    def tried(self) -> list[Any]:
+        """The replicas this stream failed on."""
+        return [replica for replica, _ in self._tried]
+
+    def failed(self, replica: Any, error: BaseException) -> None:
+        """The stream could not open on ``replica``: returns to try another, or raises (at once for
+        anything but an Xclient error: an interrupt, a cancellation)."""
+        if not isinstance(error, XclientError):
+            self.fleet.stream_ended(replica, None)
+            raise error
+        self.fleet.stream_ended(replica, error)
+        if not self.fleet.fails_over(error):
+            raise error
+        self._tried.append((replica, error))
+        if not self.fleet.has_other(self.tried):
+            raise self.fleet.exhausted(self._tried, "stream")
+
+
 class GenerateClient:
     """What the sync and async generate clients share: requests, timeouts, parsing, errors."""
 
     def __init__(
         self,
-        url: ServerUrl,
+        url: str | Sequence[str],
         model_name: str,
         model_version: str | None = None,
         *,
@@ -68,25 +104,48 @@ class GenerateClient:
         timeout_s: float = 60.0,
         tls: TlsOptions | None = None,
     ) -> None:
-        self._url = url
+        self._targets = parse_targets(url)
+        first = self._targets[0]
+        self._url: ServerUrl = first.url if isinstance(first, DnsName) else first
         self._model_name = model_name
         self._headers = build_headers(api_key, api_key_header, headers)
-        self._ctx = CallContext(url, model_name, tuple(secrets_of(self._headers, api_key)))
+        self._ctx = CallContext(self._url, model_name, tuple(secrets_of(self._headers, api_key)))
         self._init_timeout_s = init_timeout_s
         self._timeout_s = timeout_s
         self._tls = tls or TlsOptions()
         self._version = model_version
         self._config: ModelConfig | None = None
 
+    @property
+    def _several(self) -> bool:
+        """Several replicas (or a ``dns+`` name): the replica set serves this client."""
+        return len(self._targets) > 1 or isinstance(self._targets[0], DnsName)
+
+    def _fleet_options(self) -> Any:
+        from ..client._fleet import DEFAULT_DNS_REFRESH_S, FleetOptions
+
+        model = (self._model_name, self._version or "")
+        return FleetOptions(self._targets, self._tls, self._ctx, self._headers, model, False, DEFAULT_DNS_REFRESH_S)
+
+    def _config_op(self, calls: Any) -> Any:
+        """The model-config call, for the replica set."""
+        return calls.model_config(
+            self._model_name, self._version or "", timeout_s=self._init_timeout_s, headers=self._headers
+        )
+
+    def _where(self, url: ServerUrl | None) -> CallContext:
+        """The context of an error: on ``url`` (a replica), or on the client's URL."""
+        return self._ctx if url is None else dataclasses.replace(self._ctx, url=url)
+
     @contextlib.contextmanager
-    def _translated(self, action: str, timeout_s: float) -> Iterator[None]:
-        """Failures of the HTTP layer inside the block become Xclient errors."""
+    def _translated(self, action: str, timeout_s: float, url: ServerUrl | None = None) -> Iterator[None]:
+        """Failures of the HTTP layer inside the block become Xclient errors (naming ``url``, the replica)."""
         try:
             yield
         except XclientError:
             raise
         except Exception as e:  # translated into the Xclient error tree
-            raise translate_error(e, self._ctx, action, timeout_s) from None
+            raise translate_error(e, self._where(url), action, timeout_s) from None
 
     @property
     def _config_request(self) -> rest.Request:
@@ -96,6 +155,9 @@ class GenerateClient:
         """The config from ``GET .../config``'s answer (a loaded model: an unknown one is an error)."""
         with self._translated("fetching the model config", self._init_timeout_s):
             raw = rest.json_body(response)
+        return self._learn_config(raw)
+
+    def _learn_config(self, raw: Mapping[str, Any]) -> ModelConfig:
         self._config = ModelConfig.from_dict(raw, version=self._version)
         return self._config
 
@@ -106,8 +168,9 @@ class GenerateClient:
         headers = merge_headers(self._headers, scoped_headers())
         return rest.generate_stream(self._model_name, self._version or "", payload, headers or {})
 
-    def _outputs(self, payload: bytes) -> Outputs:
-        """One event's outputs; an ``{"error": ...}`` event (possibly after a 200) raises."""
+    def _outputs(self, payload: bytes, url: ServerUrl | None = None) -> Outputs:
+        """One event's outputs; an ``{"error": ...}`` event (possibly after a 200) raises (naming ``url``,
+        the replica)."""
         try:
             event = json.loads(payload.decode("utf-8", "surrogateescape"))
         except ValueError as e:
@@ -118,17 +181,18 @@ class GenerateClient:
             from tritonclient.utils import InferenceServerException
 
             error = InferenceServerException(msg=str(event["error"]), status="200")
-            raise translate_error(error, self._ctx, "inference", self._timeout_s)
+            raise translate_error(error, self._where(url), "inference", self._timeout_s)
         return event
 
-    def _events(self, parser: rest.SseParser, chunk: bytes) -> list[Outputs]:
-        return [self._outputs(payload) for payload in parser.feed(chunk)]
+    def _events(self, parser: rest.SseParser, chunk: bytes, url: ServerUrl | None = None) -> list[Outputs]:
+        return [self._outputs(payload, url) for payload in parser.feed(chunk)]
 
 
 class SyncGenerateClient(GenerateClient):
-    """Blocking, on the thread-safe sync HTTP wire (made on first use)."""
+    """Blocking, on the thread-safe sync HTTP wire (made on first use), or the replica set's."""
 
     _http: Any = None
+    _fleet: Any = None
 
     def _wire(self) -> Any:
         if self._http is None:
@@ -137,42 +201,96 @@ class SyncGenerateClient(GenerateClient):
             self._http = SyncWire(self._url, self._tls)
         return self._http
 
+    def _replicas(self) -> Any:
+        """The replica set's transport (several URLs; made on first use)."""
+        if self._fleet is None:
+            from ..client._fleet import FleetTransport
+
+            self._fleet = FleetTransport(self._fleet_options())
+        return self._fleet
+
     def model_config(self) -> ModelConfig:
         """The model config, fetched once (an unknown or unloaded model fails at once)."""
         if self._config is None:
-            with self._translated("fetching the model config", self._init_timeout_s):
-                response = self._wire().send(self._config_request, self._init_timeout_s)
-            self._config_from(response)
+            if self._several:
+                fleet = self._replicas()
+                self._learn_config(fleet.run(self._config_op(fleet.calls), self._init_timeout_s))
+            else:
+                with self._translated("fetching the model config", self._init_timeout_s):
+                    response = self._wire().send(self._config_request, self._init_timeout_s)
+                self._config_from(response)
         assert self._config is not None
         return self._config
 
     @contextlib.contextmanager
     def stream(self, request: TritonRequest) -> Iterator[Iterator[Outputs]]:
         """The responses of one request; leaving the block closes the connection (cancels the request)."""
+        if self._several:
+            with self._replica_stream(request) as responses:
+                yield responses
+            return
         with contextlib.ExitStack() as stack:
             with self._translated("inference", self._timeout_s):
                 chunks = stack.enter_context(self._wire().stream(self._stream_request(request), self._timeout_s))
             yield self._iterate(chunks)
 
-    def _iterate(self, chunks: Iterator[bytes]) -> Iterator[Outputs]:
+    @contextlib.contextmanager
+    def _replica_stream(self, request: TritonRequest) -> Iterator[Iterator[Outputs]]:
+        """:meth:`stream` on a replica of the set (another one if it cannot open there)."""
+        fleet = self._replicas()
+        failover = StreamFailover(fleet.fleet)
+        with contextlib.ExitStack() as stack:
+            while True:
+                replica = fleet.open_stream(failover.tried)
+                try:
+                    with self._translated("inference", self._timeout_s, replica.url):
+                        wire = replica.transport.wire
+                        chunks = stack.enter_context(wire.stream(self._stream_request(request), self._timeout_s))
+                except BaseException as error:  # the rule decides: another replica, or raised
+                    failover.failed(replica, error)
+                    continue
+                break
+            with _ended(fleet.fleet, replica):
+                yield self._iterate(chunks, replica.url)
+
+    def _iterate(self, chunks: Iterator[bytes], url: ServerUrl | None = None) -> Iterator[Outputs]:
         parser = rest.SseParser()
         while True:
-            with self._translated("inference", self._timeout_s):
+            with self._translated("inference", self._timeout_s, url):
                 chunk = next(chunks, None)
             if chunk is None:
                 return
-            yield from self._events(parser, chunk)
+            yield from self._events(parser, chunk, url)
 
     def close(self) -> None:
         http, self._http = self._http, None
         if http is not None:
             http.close()
+        fleet, self._fleet = self._fleet, None
+        if fleet is not None:
+            fleet.close()
+
+
+@contextlib.contextmanager
+def _ended(fleet: Any, replica: Any) -> Iterator[None]:
+    """The stream on ``replica`` ends with the block: the replica set counts it, with its error."""
+    try:
+        yield
+    except XclientError as error:
+        fleet.stream_ended(replica, error)
+        raise
+    except BaseException:
+        fleet.stream_ended(replica, None)
+        raise
+    fleet.stream_ended(replica, None)
 
 
 class AsyncGenerateClient(GenerateClient):
-    """asyncio, on the asyncio HTTP wire (per event loop: the caller keeps one client per loop)."""
+    """asyncio, on the asyncio HTTP wire (per event loop: the caller keeps one client per loop), or the
+    replica set's."""
 
     _http: Any = None
+    _fleet: Any = None
 
     def _wire(self) -> Any:
         if self._http is None:
@@ -181,18 +299,34 @@ class AsyncGenerateClient(GenerateClient):
             self._http = AsyncWire(self._url, self._tls)
         return self._http
 
+    def _replicas(self) -> Any:
+        """The replica set's asyncio transport (several URLs; made on first use)."""
+        if self._fleet is None:
+            from ..client._fleet import AsyncFleetTransport
+
+            self._fleet = AsyncFleetTransport(self._fleet_options())
+        return self._fleet
+
     async def model_config(self) -> ModelConfig:
         """The model config, fetched once (an unknown or unloaded model fails at once)."""
         if self._config is None:
-            with self._translated("fetching the model config", self._init_timeout_s):
-                response = await self._wire().send(self._config_request, self._init_timeout_s)
-            self._config_from(response)
+            if self._several:
+                fleet = self._replicas()
+                self._learn_config(await fleet.run(self._config_op(fleet.calls), self._init_timeout_s))
+            else:
+                with self._translated("fetching the model config", self._init_timeout_s):
+                    response = await self._wire().send(self._config_request, self._init_timeout_s)
+                self._config_from(response)
         assert self._config is not None
         return self._config
 
     @contextlib.asynccontextmanager
     async def stream(self, request: TritonRequest) -> AsyncIterator[AsyncIterator[Outputs]]:
         """The responses of one request; leaving the block closes the connection (cancels the request)."""
+        if self._several:
+            async with self._replica_stream(request) as responses:
+                yield responses
+            return
         async with contextlib.AsyncExitStack() as stack:
             with self._translated("inference", self._timeout_s):
                 chunks = await stack.enter_async_context(
@@ -200,17 +334,51 @@ class AsyncGenerateClient(GenerateClient):
                 )
             yield self._iterate(chunks)
 
-    async def _iterate(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[Outputs]:
+    @contextlib.asynccontextmanager
+    async def _replica_stream(self, request: TritonRequest) -> AsyncIterator[AsyncIterator[Outputs]]:
+        """:meth:`stream` on a replica of the set (another one if it cannot open there)."""
+        fleet = self._replicas()
+        failover = StreamFailover(fleet.fleet)
+        async with contextlib.AsyncExitStack() as stack:
+            while True:
+                replica = await fleet.open_stream(failover.tried)
+                try:
+                    with self._translated("inference", self._timeout_s, replica.url):
+                        wire = _async_wire(replica.transport)
+                        chunks = await stack.enter_async_context(
+                            wire.stream(self._stream_request(request), self._timeout_s)
+                        )
+                except BaseException as error:  # the rule decides: another replica, or raised
+                    failover.failed(replica, error)
+                    continue
+                break
+            with _ended(fleet.fleet, replica):
+                yield self._iterate(chunks, replica.url)
+
+    async def _iterate(self, chunks: AsyncIterator[bytes], url: ServerUrl | None = None) -> AsyncIterator[Outputs]:
         parser = rest.SseParser()
         while True:
-            with self._translated("inference", self._timeout_s):
+            with self._translated("inference", self._timeout_s, url):
                 chunk = await anext(chunks, None)
             if chunk is None:
                 return
-            for outputs in self._events(parser, chunk):
+            for outputs in self._events(parser, chunk, url):
                 yield outputs
 
     async def close(self) -> None:
         http, self._http = self._http, None
         if http is not None:
             await http.close()
+        fleet, self._fleet = self._fleet, None
+        if fleet is not None:
+            await fleet.close()
+
+
+def _async_wire(transport: Any) -> Any:
+    """A replica's asyncio HTTP wire: the one its transport sends on (made on first use, as the transport
+    makes it), so the stream shares the replica's connections."""
+    if transport._wire is None:
+        from ..client._http_wire import AsyncWire
+
+        transport._wire = AsyncWire(transport.url, transport.tls)
+    return transport._wire
