@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from . import _clients as c
@@ -44,6 +46,10 @@ COLUMNS = [
     "added first text (ms)",
     "added per request (ms)",
     "x direct throughput",
+    "serving CPU (ms/request)",
+    "load generator CPU (ms/request)",
+    "Triton CPU (ms/request)",
+    "x direct per CPU",
     "target",
 ]
 NOTES = (
@@ -51,11 +57,20 @@ NOTES = (
     "per round; concurrency 32: {burst} requests, 32 in flight. Each request streams the stand-in's answer, cut at "
     "max_tokens 32, with Qwen2's template.",
     "direct: the LLM engine's arun (what ChatMetaLM.astream and the gateway run) in this process. gateway: python "
-    "-m Xclient gateway in its own process; raw SSE reader: keep-alive asyncio streams, chunked events read as "
-    "they come (one connection per request in flight); httpx: one AsyncClient, aiter_lines. The targets are "
-    "checked on the raw reader's rows (the gateway's own cost); httpx's rows add a Python client's.",
+    "-m Xclient gateway in its own process; raw SSE reader: keep-alive connections (one per request in flight) read "
+    "by an asyncio Protocol that only looks for the first text and the end of the body; httpx: one AsyncClient, "
+    "aiter_lines. The targets are checked on the raw reader's rows (the gateway's own cost); httpx's rows add a "
+    "Python client's.",
     "Goals: at most 1 ms added per request at concurrency 1 (p50 against p50), at least 0.9x the direct "
     "throughput at concurrency 32.",
+    "CPU per request (concurrency 32, median over rounds, from /proc): serving is what answers the requests (the "
+    "benchmark process running the engine directly; the gateway process); the load generator is the benchmark "
+    "process reading the gateway's streams; Triton is the server and its Python-backend stubs. On this machine "
+    "the three share 2 cores (with other work), so the load generator's CPU, which a deployment spends on other "
+    "machines, slows the gateway's rows and not the direct one. x direct per CPU is the throughput ratio with it "
+    "taken out: (Triton + serving CPU per request, direct) / (the same through the gateway), Triton's counted "
+    "alike on both sides (its median over both rows: the same work), what the ratio becomes when the CPU is "
+    "the limit and the clients run elsewhere.",
 )
 
 
@@ -65,9 +80,50 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_TICK_S = 1 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
+
+
+def cpu_seconds(pids: Sequence[int]) -> float | None:
+    """The user + system CPU time the processes ``pids`` have spent (Linux ``/proc``); None elsewhere."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        total += (int(fields[11]) + int(fields[12])) * _TICK_S
+    return total
+
+
+def triton_pids(grpc_url: str) -> list[int]:
+    """The Triton server listening on ``grpc_url``'s port and its children (the Python-backend stubs)."""
+    flag = f"--grpc-port={grpc_url.rsplit(':', 1)[1]}".encode()
+    server = []
+    for cmdline in pathlib.Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if flag in cmdline.read_bytes().split(b"\0"):
+                server.append(int(cmdline.parent.name))
+    children = []
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) in server:
+                children.append(int(stat.parent.name))
+    return server + children
+
+
+@dataclasses.dataclass
+class Burst:
+    """One round at concurrency 32: requests/s, and the CPU each side spent per request (None: unknown)."""
+
+    rate: float
+    serving_s: float | None
+    load_s: float | None
+    triton_s: float | None
+
+
 @contextlib.contextmanager
-def gateway_process(grpc_url: str) -> Iterator[str]:
-    """The gateway in front of ``grpc_url``; yields its /v1 URL."""
+def gateway_process(grpc_url: str) -> Iterator[tuple[str, int]]:
+    """The gateway in front of ``grpc_url``; yields its /v1 URL and its process id."""
     import httpx
 
     port = _free_port()
@@ -85,7 +141,7 @@ def gateway_process(grpc_url: str) -> Iterator[str]:
                     log.seek(0)
                     raise RuntimeError(f"the gateway did not start: {log.read().decode(errors='replace')[-2000:]}")
                 time.sleep(0.1)
-            yield f"http://127.0.0.1:{port}/v1"
+            yield f"http://127.0.0.1:{port}/v1", process.pid
         finally:
             process.terminate()
             try:
@@ -95,9 +151,59 @@ def gateway_process(grpc_url: str) -> Iterator[str]:
                 process.wait()
 
 
+class _SseConnection(asyncio.Protocol):
+    """One keep-alive connection to the gateway, read with no parsing beyond what the measurement needs: the
+    time of the first text, and the end of the chunked body (its last event is ``[DONE]``)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._answer: asyncio.Future[float] | None = None
+        self._data = bytearray()
+        self._first: float | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, request: bytes) -> asyncio.Future[float]:
+        """Write ``request``; the future is the time of the first text once the whole answer is in."""
+        assert self.transport is not None
+        self._answer = asyncio.get_running_loop().create_future()
+        self._data.clear()
+        self._first = None
+        self.transport.write(request)
+        return self._answer
+
+    def data_received(self, data: bytes) -> None:
+        if self._first is None and b'"content":"' in data.replace(b'"content":""', b""):
+            self._first = time.perf_counter()
+        self._data += data
+        if self._data.endswith(b"\r\n0\r\n\r\n") and self._answer is not None and not self._answer.done():
+            if not self._data.startswith(b"HTTP/1.1 200 ") or not self._data.endswith(_LAST):
+                self._answer.set_exception(RuntimeError(f"the gateway answered {bytes(self._data[-300:])!r}"))
+            else:
+                self._answer.set_result(self._first if self._first is not None else float("nan"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_exception(ConnectionResetError(f"closed after {len(self._data)} bytes"))
+
+    @property
+    def untouched(self) -> bool:
+        """Nothing came for the request sent: an idle connection the server had closed."""
+        return not self._data
+
+
+#: The end of a streamed answer: the ``[DONE]`` event, then the end of the chunked body.
+_LAST = b"data: [DONE]\n\n\r\n0\r\n\r\n"
+
+
 class RawSse:
-    """A minimal HTTP/1.1 client for the gateway's event streams: keep-alive connections (one per request in
-    flight), the request written in one piece, the chunked answer read event by event."""
+    """A minimal HTTP/1.1 client for the gateway's event streams, so that the load generator (which shares the
+    cores with the gateway and Triton) costs as little as can be: keep-alive connections (one per request in
+    flight), the request written in one piece, the chunked answer taken as it comes by an
+    :class:`asyncio.Protocol` (no per-event parsing, no stream-reader calls)."""
 
     def __init__(self, v1: str, body: bytes) -> None:
         address = v1.removeprefix("http://").split("/", 1)[0]
@@ -108,40 +214,33 @@ class RawSse:
             f"content-length: {len(body)}\r\n\r\n"
         )
         self._request = head.encode() + body
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._idle: list[_SseConnection] = []
+
+    async def _connect(self) -> _SseConnection:
+        loop = asyncio.get_running_loop()
+        _, connection = await loop.create_connection(_SseConnection, self._host, self._port)
+        return connection
 
     async def stream(self) -> tuple[float, float]:
         start = time.perf_counter()
-        status, connection = b"", None
-        while self._idle and not status:  # an idle connection the server closed (uvicorn's keep-alive: 5 s)
-            connection = self._idle.pop()
-            connection[1].write(self._request)
-            status = await connection[0].readline()
-        if not status:
-            connection = await asyncio.open_connection(self._host, self._port)
-            connection[1].write(self._request)
-            status = await connection[0].readline()
-        assert connection is not None
-        reader = connection[0]
-        if b" 200 " not in status:
-            raise RuntimeError(f"the gateway answered {status!r}")
-        while (await reader.readline()) not in (b"\r\n", b""):
-            pass
-        first = None
         while True:
-            size = int((await reader.readline()).strip(), 16)
-            if size == 0:
-                await reader.readline()
-                break
-            data = await reader.readexactly(size + 2)
-            if first is None and b'"content":"' in data.replace(b'"content":""', b""):
-                first = time.perf_counter() - start
-        self._idle.append(connection)
-        return (first if first is not None else float("nan")), time.perf_counter() - start
+            fresh = not self._idle
+            connection = await self._connect() if fresh else self._idle.pop()
+            if connection.closed:
+                continue
+            try:
+                first = await connection.send(self._request)
+            except ConnectionResetError:
+                if fresh or not connection.untouched:
+                    raise
+                continue  # an idle connection the server closed (uvicorn's keep-alive: 5 s): a new one
+            self._idle.append(connection)
+            return first - start, time.perf_counter() - start
 
     async def close(self) -> None:
-        for _, writer in self._idle:
-            writer.close()
+        for connection in self._idle:
+            if connection.transport is not None:
+                connection.transport.close()
         self._idle.clear()
 
 
@@ -204,7 +303,9 @@ class Clients:
         self.loop.close()
 
 
-def make_contenders(clients: Clients, requests: int, burst: int) -> list[h.Contender]:
+def make_contenders(
+    clients: Clients, requests: int, burst: int, gateway_pid: int | None, triton: Sequence[int]
+) -> list[h.Contender]:
     loop = clients.loop
 
     def one_by_one(call: Any) -> Any:
@@ -213,17 +314,23 @@ def make_contenders(clients: Clients, requests: int, burst: int) -> list[h.Conte
 
         return lambda: loop.run_until_complete(run())
 
-    def concurrent(call: Any) -> Any:
-        async def run() -> float:
+    def concurrent(call: Any, through_gateway: bool) -> Any:
+        serving = [gateway_pid] if through_gateway and gateway_pid is not None else [os.getpid()]
+
+        async def run() -> Burst:
             slots = asyncio.Semaphore(CONCURRENCY)
 
             async def one() -> None:
                 async with slots:
                     await call()
 
+            before = (cpu_seconds(serving), time.process_time(), cpu_seconds(triton))
             start = time.perf_counter()
             await asyncio.gather(*(one() for _ in range(burst)))
-            return burst / (time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            after = (cpu_seconds(serving), time.process_time(), cpu_seconds(triton))
+            spent = [None if a is None or b is None else (b - a) / burst for a, b in zip(before, after, strict=True)]
+            return Burst(burst / elapsed, spent[0], spent[1] if through_gateway else None, spent[2])
 
         return lambda: loop.run_until_complete(run())
 
@@ -234,16 +341,19 @@ def make_contenders(clients: Clients, requests: int, burst: int) -> list[h.Conte
         (GATEWAY_HTTPX, clients.gateway_httpx),
     ):
         contenders.append(h.Contender(h.XCLIENT, label, "grpc", one_by_one(call), extra={"concurrency": 1}))
-        contenders.append(h.Contender(h.XCLIENT, label, "grpc", concurrent(call), extra={"concurrency": CONCURRENCY}))
+        contenders.append(
+            h.Contender(h.XCLIENT, label, "grpc", concurrent(call, label != DIRECT), extra={"concurrency": CONCURRENCY})
+        )
     return contenders
 
 
 def run(grpc_url: str, *, quick: bool) -> h.Table:
     rounds, requests, burst = (2, 10, 64) if quick else (5, 40, 256)
-    with gateway_process(grpc_url) as gateway_v1:
+    with gateway_process(grpc_url) as (gateway_v1, gateway_pid):
         clients = Clients(grpc_url, gateway_v1)
         try:
-            outcomes = h.interleave(make_contenders(clients, requests, burst), rounds)
+            contenders = make_contenders(clients, requests, burst, gateway_pid, triton_pids(grpc_url))
+            outcomes = h.interleave(contenders, rounds)
         finally:
             clients.close()
     return report(outcomes, rounds, requests, burst)
@@ -255,7 +365,8 @@ def report(outcomes: list[h.Outcome], rounds: int, requests: int, burst: int) ->
     direct32 = h.find(outcomes, label=DIRECT, concurrency=CONCURRENCY)
     base_first = h.median([s[0] for s in direct1.samples()]) if direct1 else None
     base_total = h.median([s[1] for s in direct1.samples()]) if direct1 else None
-    base_rate = h.median(direct32.rounds) if direct32 and direct32.rounds else None
+    base_rate = _median(direct32, "rate")
+    direct_serving = _median(direct32, "serving_s")
     for outcome in outcomes:
         contender = outcome.contender
         concurrency = contender.extra["concurrency"]
@@ -286,18 +397,64 @@ def report(outcomes: list[h.Outcome], rounds: int, requests: int, burst: int) ->
                 )
                 table.targets.append(h.Target("gateway added time, concurrency 1", "<= 1 ms", measured, passed))
         else:
-            rate = h.median(outcome.rounds) if outcome.rounds else None
+            rate = _median(outcome, "rate")
             x_direct = h.ratio(rate, base_rate) if is_gateway else None
+            cpu, x_cpu = _per_cpu(direct32, direct_serving, outcome) if is_gateway else (None, None)
             passed = h.verdict(checked, outcome, x_direct, lambda v: v >= MIN_THROUGHPUT_RATIO)
+            serving, load, triton = (_median(outcome, name) for name in ("serving_s", "load_s", "triton_s"))
             cells.update(
                 {
                     "requests/s": outcome.error or h.fmt(rate, 1),
                     "x direct throughput": h.fmt_ratio(x_direct) if is_gateway else "base",
+                    "serving CPU (ms/request)": h.fmt(h.scaled(serving, 1e3), 2),
+                    "load generator CPU (ms/request)": h.fmt(h.scaled(load, 1e3), 2) if is_gateway else "-",
+                    "Triton CPU (ms/request)": h.fmt(h.scaled(triton, 1e3), 2),
+                    "x direct per CPU": h.fmt_ratio(x_cpu) if is_gateway else "base",
                 }
             )
-            numbers = {"requests_per_s": rate, "ratio_direct": x_direct}
+            numbers = {
+                "requests_per_s": rate,
+                "ratio_direct": x_direct,
+                "serving_cpu_s": serving,
+                "load_generator_cpu_s": load,
+                "triton_cpu_s": triton,
+                "ratio_direct_per_cpu": x_cpu,
+            }
             if checked:
                 measured = outcome.error or f"{h.fmt_ratio(x_direct)} direct ({h.fmt(rate, 1)} requests/s)"
                 table.targets.append(h.Target("gateway throughput, concurrency 32", ">= 0.9x direct", measured, passed))
+                passed_cpu = h.verdict(True, outcome, x_cpu, lambda v: v >= MIN_THROUGHPUT_RATIO)
+                measured_cpu = outcome.error or (
+                    f"{h.fmt_ratio(x_cpu)} direct (Triton + gateway {h.fmt(h.scaled(cpu, 1e3), 2)} ms CPU per request)"
+                )
+                table.targets.append(
+                    h.Target(
+                        "gateway throughput per CPU, concurrency 32 (load generator's CPU out)",
+                        ">= 0.9x direct",
+                        measured_cpu,
+                        passed_cpu,
+                    )
+                )
         table.add_result(outcome, cells, passed, **numbers)
     return table
+
+
+def _median(outcome: h.Outcome | None, name: str) -> float | None:
+    """The median over the kept rounds of one :class:`Burst` field (None: not measured)."""
+    values = [getattr(burst, name) for burst in outcome.rounds] if outcome else []
+    known = [v for v in values if v is not None]
+    return h.median(known) if known else None
+
+
+def _per_cpu(
+    direct: h.Outcome | None, direct_serving: float | None, gateway: h.Outcome
+) -> tuple[float | None, float | None]:
+    """Triton's + the gateway's CPU per request, and the direct path's over it (the ratio per CPU). Triton does
+    the same work per request on both paths, so both sides count the median of what it spent over the two
+    rows' rounds: what its figure varies by is the machine's other load, not the path."""
+    serving = _median(gateway, "serving_s")
+    tritons = [b.triton_s for o in (direct, gateway) if o for b in o.rounds if b.triton_s is not None]
+    if serving is None or direct_serving is None or not tritons:
+        return None, None
+    triton = h.median(tritons)
+    return triton + serving, (triton + direct_serving) / (triton + serving)

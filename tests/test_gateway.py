@@ -647,14 +647,16 @@ def secured_server() -> Iterator[LocalTritonServer]:
         yield server
 
 
-def test_a_model_lives_on_the_first_server_that_has_it_and_the_triton_key_is_sent(
+def test_a_model_on_servers_of_two_protocols_lives_on_the_first_ones_and_the_triton_key_is_sent(
     secured_server, triton_server, tmp_path
 ):
     args = ["--url", secured_server.grpc_url, "--url", triton_server.http_url, "--api-key", KEY, "--log-level", "debug"]
     with gateway_process(args, tmp_path / "fleet.log", env={"XCLIENT_API_KEY": TRITON_KEY}) as fleet:
         with openai.OpenAI(base_url=fleet.v1, api_key=KEY, max_retries=0) as sdk:
             servers = {m["id"]: m["server"] for m in sdk.models.list().model_dump()["data"]}
-            assert servers["text"] == secured_server.grpc_url  # on both: the first one wins
+            assert servers["text"] == secured_server.grpc_url  # on both, over gRPC and HTTP: the first one's
+            listed = {m["id"]: m["servers"] for m in sdk.models.list().model_dump()["data"]}
+            assert listed["text"] == [secured_server.grpc_url]  # a replica set has one protocol
             assert servers[QWEN] == triton_server.http_url
             assert sdk.completions.create(model="text", prompt="钥匙 key").choices[0].text == "钥匙 KEY"
             chat = sdk.chat.completions.create(model=QWEN, messages=[{"role": "user", "content": "你好"}], max_tokens=4)
@@ -664,6 +666,62 @@ def test_a_model_lives_on_the_first_server_that_has_it_and_the_triton_key_is_sen
         logs = fleet.logs()
     assert "POST /v1/completions" in logs  # uvicorn's access log is there, and debug logs too
     assert KEY not in logs and TRITON_KEY not in logs
+
+
+async def _chat_counts(servers: Sequence[LocalTritonServer]) -> list[int]:
+    """How many requests each server's Qwen stand-in has answered (Triton's statistics)."""
+    from Xclient.client import AsyncioServerClient
+
+    counts = []
+    for server in servers:
+        async with AsyncioServerClient(server.grpc_url) as client:
+            (stats,) = await client.statistics(QWEN)
+        counts.append(int(stats["inference_stats"]["success"].get("count", 0)))  # protobuf leaves out a 0
+    return counts
+
+
+async def test_a_model_on_two_servers_is_served_by_both_and_still_answered_when_one_stops(triton_server):
+    questions = [f"第{i}个问题：负载均衡" for i in range(12)]
+
+    async def ask(http: httpx.AsyncClient, question: str, stream: bool) -> str:
+        body = {"model": QWEN, "messages": [{"role": "user", "content": question}], "max_tokens": 6, "stream": stream}
+        response = await http.post("/v1/chat/completions", json=body)
+        assert response.status_code == 200, response.text
+        if not stream:
+            return str(response.json()["choices"][0]["message"]["content"])
+        events = [json.loads(e[6:]) for e in response.text.split("\n\n") if e.startswith("data: {")]
+        assert response.text.endswith("data: [DONE]\n\n")
+        return "".join(e["choices"][0]["delta"].get("content", "") for e in events)
+
+    with LocalTritonServer(model_repository=[MODELS, DEMO_MODELS], models=[QWEN]) as second:
+        servers = [second, triton_server]
+        async with in_process([second.grpc_url, triton_server.grpc_url]) as http:
+            listed = {m["id"]: m for m in (await http.get("/v1/models")).json()["data"]}
+            assert listed[QWEN]["servers"] == [second.grpc_url, triton_server.grpc_url]
+            assert listed["text"]["servers"] == [triton_server.grpc_url]  # only the session server has it
+            before = await _chat_counts(servers)
+            answers = await asyncio.gather(*(ask(http, q, i % 2 == 0) for i, q in enumerate(questions)))
+            assert answers == [expected_chat(q, max_tokens=6) for q in questions]
+            after = await _chat_counts(servers)
+            assert all(a > b for a, b in zip(after, before, strict=True))  # both replicas took requests
+            assert sum(after) - sum(before) == len(questions)
+            health = (await http.get("/health")).json()
+            assert health["models"][QWEN] == [
+                {"url": second.grpc_url, "ready": True},
+                {"url": triton_server.grpc_url, "ready": True},
+            ]
+
+            second.stop()
+            later = [f"停了一台之后：{i}" for i in range(6)]
+            answers = await asyncio.gather(*(ask(http, q, i % 2 == 1) for i, q in enumerate(later)))
+            assert answers == [expected_chat(q, max_tokens=6) for q in later]
+            assert (await http.post("/v1/completions", json={"model": "text", "prompt": "还在"})).status_code == 200
+            health_response = await http.get("/health")
+            assert health_response.status_code == 200  # one server is still ready
+            assert health_response.json()["models"][QWEN] == [
+                {"url": second.grpc_url, "ready": False},
+                {"url": triton_server.grpc_url, "ready": True},
+            ]
 
 
 def test_neither_key_is_ever_logged(gateway):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from .._replica_urls import split_urls
 from ..client._urls import parse_url
 from ..exceptions import XclientValueError
 from ._app import ENV_API_KEY, EXIT_ERROR, Commands, Context, env
@@ -28,7 +29,8 @@ def add_commands(commands: Commands) -> None:
         action="append",
         metavar="URL",
         help="a Triton server (grpc://host:8001 or http://host:8000; no scheme: HTTP); repeatable: a model "
-        "lives on the first that serves it (default: env XCLIENT_URL, else http://localhost:8000)",
+        "served by several is reached over all of them, as one replica set (balancing, failover) "
+        "(default: env XCLIENT_URL, else http://localhost:8000)",
     )
     gateway.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
     gateway.add_argument("--port", type=int, default=9000, help="the port to listen on (default 9000)")
@@ -61,7 +63,8 @@ def _gateway(ctx: Context) -> int:
         ctx.console.error("xclient gateway needs the 'gateway' extra: pip install 'llmops-xclient[gateway]'")
         return EXIT_ERROR
     args = ctx.args
-    urls = args.url or [env("XCLIENT_URL", "http://localhost:8000")]
+    # Several servers: --url repeated, or comma-separated (as XCLIENT_URL is): the integrations' one rule.
+    urls = [url for given in args.url or [env("XCLIENT_URL", "http://localhost:8000")] for url in split_urls(given)]
     for url in urls:
         parse_url(url)  # a bad URL is a usage error before anything starts
     if not 0 <= args.port <= 65535:

@@ -167,8 +167,9 @@ def choices(
     engine: Engine, calls: Sequence[Call], headers: Mapping[str, str], metrics: Metrics, *, stream: bool
 ) -> Choices:
     """One generation not streamed is read straight from the engine; streams go through a queue, so that
-    texts that came while the last event was being sent leave together, in one event write (fewer writes and
-    fewer wake-ups of the client when the machine is busy)."""
+    texts that came while the last event was being sent leave together, in one event write. (Measured at
+    concurrency 32 on the shared 2-core machine: each token still reached the queue alone, yet reading a
+    stream straight from the engine was no cheaper within the noise, and no faster at concurrency 1.)"""
     if len(calls) == 1 and not stream:
         return OneChoice(engine, calls[0], headers, metrics)
     return ManyChoices(engine, calls, headers, metrics)
@@ -196,6 +197,8 @@ class EventStream:
             self._done()
 
     async def _send_all(self, send: Send) -> None:
+        """Each event as it comes; the last one (it ends with ``[DONE]``) with the end of the body, in the
+        same write."""
         headers = [
             (b"content-type", b"text/event-stream; charset=utf-8"),
             (b"cache-control", b"no-cache"),
@@ -203,7 +206,9 @@ class EventStream:
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         async for data in self._events:
-            await send({"type": "http.response.body", "body": data, "more_body": True})
+            await send({"type": "http.response.body", "body": data, "more_body": not data.endswith(DONE)})
+            if data.endswith(DONE):
+                return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -284,7 +289,7 @@ class Gateway:
 
     async def _generate(self, parsed: Generate, request: Request, exchange: _Exchange, *, chat: bool) -> Reply:
         located = await self._locate(parsed.model, exchange, ("chat", "completion"))
-        engine = located.server.engine
+        engine = located.replicas.engine
         headers = _trace_headers(request)
         with request_headers(headers):
             connection = await self._guard(parsed, engine.aconnection(parsed.model))
@@ -376,9 +381,9 @@ class Gateway:
                                 time.perf_counter() - exchange.started
                             )
                         out.append(answer.chunk(index, item))
-                yield b"".join(out)
                 if not generations.running:
                     break
+                yield b"".join(out)
                 try:
                     items = await generations.next()
                 except XclientError as e:
@@ -389,7 +394,9 @@ class Gateway:
             done = [e for e in endings if e is not None]
             total = add_usage([usage(done[p * parsed.n : (p + 1) * parsed.n]) for p in range(prompts)])
             self.metrics.count_tokens(parsed.model, total)
-            yield (answer.usage_chunk(total) if parsed.include_usage else b"") + DONE
+            # The last texts, the usage and [DONE] leave in one write (with the end of the body).
+            out.append(answer.usage_chunk(total) if parsed.include_usage else b"")
+            yield b"".join((*out, DONE))
         finally:
             await generations.aclose()
 
@@ -398,7 +405,7 @@ class Gateway:
     async def embeddings(self, request: Request, exchange: _Exchange) -> Response:
         parsed = parse_embeddings(parse_json(await request.body()))
         located = await self._locate(parsed.model, exchange, ("embedding",))
-        adapter = located.server.adapter(parsed.model, "embedding")
+        adapter = located.replicas.adapter(parsed.model, "embedding")
         dimension = adapter.detect_contract(located.config).dense.shape[0]
         if parsed.dimensions is not None and parsed.dimensions != dimension:
             raise ApiError(
@@ -414,7 +421,7 @@ class Gateway:
     async def rerank(self, request: Request, exchange: _Exchange) -> Response:
         parsed = parse_rerank(parse_json(await request.body()))
         located = await self._locate(parsed.model, exchange, ("rerank",))
-        adapter = located.server.adapter(parsed.model, "rerank")
+        adapter = located.replicas.adapter(parsed.model, "rerank")
         with request_headers(_trace_headers(request)):
             ranked = await self._adapter_call(
                 parsed.model, adapter.arerank(parsed.query, parsed.documents, parsed.top_n)
@@ -448,15 +455,20 @@ class Gateway:
                 "owned_by": "triton",
                 "kind": m.kind,
                 "server": m.server.url,
+                "servers": list(m.replicas.urls),
             }
             for m in located
         ]
         return JSONResponse({"object": "list", "data": data})
 
     async def health(self, request: Request) -> Response:
-        servers = await self.servers.health()
+        servers, models = await self.servers.health()
         ok = any(ready for _, ready in servers)
-        body = {"status": "ok" if ok else "unavailable", "servers": [{"url": u, "ready": r} for u, r in servers]}
+        body = {
+            "status": "ok" if ok else "unavailable",
+            "servers": [{"url": u, "ready": r} for u, r in servers],
+            "models": {name: [{"url": u, "ready": r} for u, r in replicas] for name, replicas in models.items()},
+        }
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def prometheus(self, request: Request) -> Response:
@@ -493,7 +505,7 @@ def create_app(
 
     Args:
         urls: one Triton URL or several (``grpc://host:8001``, ``http://host:8000``; no scheme: HTTP); a
-            model lives on the first that serves it.
+            model served by several is reached over all of them, as one replica set (balancing, failover).
         api_key: when set, every ``/v1`` route requires ``Authorization: Bearer <api_key>``.
         triton_api_key: sent to Triton (``Authorization: Bearer``); None: ``XCLIENT_API_KEY`` if set.
         init_timeout_s: deadline of Triton's config and readiness calls.

@@ -1,9 +1,13 @@
-"""The Triton servers behind the gateway: where each model lives, what kind it is, and its adapter.
+"""The Triton servers behind the gateway: which of them serve each model, what kind it is, and its adapter.
 
-A model lives on the first server (in ``--url`` order) that serves it; the answer is kept until a request
-finds the model gone. Each server has one LLM :class:`~Xclient.llms._engine.Engine` (its connections per
-model, made on first use), and one :class:`~Xclient.MetaLMEmbeddings` or :class:`~Xclient.MetaLMRerank` per
-embedding or rerank model: the gateway only translates, the adapters do the work.
+A model lives on every server (in ``--url`` order) that serves it when it is first looked up: those servers
+are its replica set, reached through one client over all of them (Xclient's fleet rules,
+:mod:`Xclient.client._fleet`: balancing, health, failover to another replica when one cannot be reached).
+The answer is kept until a request finds the model gone. Each replica set has one LLM
+:class:`~Xclient.llms._engine.Engine` (its connections per model, made on first use), and one
+:class:`~Xclient.MetaLMEmbeddings` or :class:`~Xclient.MetaLMRerank` per embedding or rerank model: the
+gateway only translates, the adapters do the work. A replica set has one protocol (the fleet's rule): when
+servers of both protocols serve a model, the replicas are those of the first one's protocol.
 
 Kinds are detected as the adapters detect their contracts: a vLLM or TensorRT-LLM model is ``chat``, a model
 that fits MetaLMRerank is ``rerank``, one that fits MetaLMEmbeddings is ``embedding``, any other text model
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, Literal
 
 from ..client import AsyncioServerClient, ModelConfig
@@ -59,15 +63,27 @@ class Options:
 
 
 class Server:
-    """One Triton server: its management client, its LLM engine and its adapters."""
+    """One Triton server and its management client (listing, configs, readiness)."""
 
     def __init__(self, url: str, options: Options) -> None:
         self.url = str(parse_url(url))
-        self.options = options
+        self.protocol = parse_url(url).protocol
         self.client = AsyncioServerClient(self.url, api_key=options.api_key, timeout_s=options.init_timeout_s)
+
+    def __repr__(self) -> str:
+        return f"Server({self.url!r})"
+
+
+class Replicas:
+    """The servers that serve a model, as one replica set: one LLM engine and the adapters over their URLs."""
+
+    def __init__(self, servers: Sequence[Server], options: Options) -> None:
+        self.servers = tuple(servers)
+        self.urls = tuple(server.url for server in self.servers)
+        self.options = options
         self.engine = Engine(
             Settings(
-                server_url=self.url,
+                server_url=self._target(),
                 options={
                     "api_key": options.api_key,
                     "init_timeout_s": options.init_timeout_s,
@@ -78,7 +94,11 @@ class Server:
         self._adapters: dict[str, Any] = {}
 
     def __repr__(self) -> str:
-        return f"Server({self.url!r})"
+        return f"Replicas({list(self.urls)!r})"
+
+    def _target(self) -> Any:
+        """What the clients take: the URL, or the list of the replicas' URLs."""
+        return self.urls[0] if len(self.urls) == 1 else list(self.urls)
 
     def adapter(self, model: str, kind: Kind) -> Any:
         """The embeddings or rerank adapter of ``model`` (made once)."""
@@ -88,7 +108,7 @@ class Server:
             extra = {"normalize": True} if kind == "rerank" else {}
             adapter = self._adapters[model] = cls(
                 model=model,
-                base_url=self.url,
+                base_url=self._target(),
                 api_key=self.options.api_key,
                 init_timeout_s=self.options.init_timeout_s,
                 inference_timeout_s=self.options.timeout_s,
@@ -102,96 +122,126 @@ class Server:
         for adapter in self._adapters.values():
             await adapter.aclose()
         self._adapters.clear()
-        await self.client.close()
 
 
 @dataclasses.dataclass(frozen=True)
 class Located:
-    """Where a model lives and what it is."""
+    """Where a model lives (its replicas) and what it is."""
 
     name: str
-    server: Server
+    replicas: Replicas
     config: ModelConfig
     kind: Kind
 
+    @property
+    def server(self) -> Server:
+        """The first server that serves it."""
+        return self.replicas.servers[0]
+
 
 class Servers:
-    """The servers in ``--url`` order, and where each model lives (the first server that serves it)."""
+    """The servers in ``--url`` order, and which of them serve each model."""
 
     def __init__(self, urls: Sequence[str], options: Options) -> None:
         if not urls:
             raise ValueError("urls: expected at least one Triton server URL")
+        self.options = options
         self.servers = [Server(url, options) for url in urls]
         self._located: dict[str, Located] = {}
+        self._sets: dict[tuple[str, ...], Replicas] = {}
 
     async def locate(self, model: str) -> Located:
-        """Where ``model`` lives: :class:`ModelUnavailableError` if no server has it (or one that is down
-        may: then its error), IncompatibleModelError if the gateway cannot serve it."""
+        """Where ``model`` lives: every server that serves it. :class:`ModelUnavailableError` if none does (or
+        one that is down may: then its error), IncompatibleModelError if the gateway cannot serve it."""
         located = self._located.get(model)
         if located is not None:
             return located
-        failures: list[XclientError] = []
-        for server in self.servers:
-            try:
-                config = await server.client.model_config(model)
-            except ModelUnavailableError:
-                continue
-            except XclientError as e:  # down or refusing: the model may be there; try the next server
-                failures.append(e)
-                continue
-            return self._remember(model, server, config)
+        configs = await asyncio.gather(
+            *(server.client.model_config(model) for server in self.servers), return_exceptions=True
+        )
+        serving: list[tuple[Server, ModelConfig]] = []
+        failures: list[BaseException] = []
+        for server, config in zip(self.servers, configs, strict=True):
+            if isinstance(config, ModelConfig):
+                serving.append((server, config))
+            elif not isinstance(config, ModelUnavailableError):  # down or refusing: the model may be there
+                failures.append(config)
+        if serving:
+            return self._remember(model, serving)
         if failures:
             raise failures[0]
         raise ModelUnavailableError(f"Model {model!r} is not served by any of the gateway's servers", model=model)
 
-    def _remember(self, model: str, server: Server, config: ModelConfig) -> Located:
+    def _remember(self, model: str, serving: Sequence[tuple[Server, ModelConfig]]) -> Located:
+        first, config = serving[0]
         kind = model_kind(config)
         if kind is None:
             raise IncompatibleModelError(
-                f"Model {model!r} on {server.url} is neither an LLM, an embedding model nor a reranker",
+                f"Model {model!r} on {first.url} is neither an LLM, an embedding model nor a reranker",
                 model=model,
             )
-        located = self._located[model] = Located(model, server, config, kind)
+        servers = tuple(server for server, _ in serving if server.protocol == first.protocol)
+        located = self._located[model] = Located(model, self._replicas(servers), config, kind)
         return located
+
+    def _replicas(self, servers: tuple[Server, ...]) -> Replicas:
+        """One replica set per group of servers: models on the same servers share its engine."""
+        key = tuple(server.url for server in servers)
+        replicas = self._sets.get(key)
+        if replicas is None:
+            replicas = self._sets[key] = Replicas(servers, self.options)
+        return replicas
 
     def forget(self, model: str) -> None:
         """A request found ``model`` gone: look it up again next time."""
         self._located.pop(model, None)
 
     async def models(self) -> list[Located]:
-        """Every model the gateway can serve, each on the first server that has it. Servers that cannot be
-        reached are skipped; if none can, the first one's error is raised."""
+        """Every model the gateway can serve, each with the servers that list it as ready. Servers that cannot
+        be reached are skipped; if none can, the first one's error is raised."""
         listings = await asyncio.gather(*(server.client.models() for server in self.servers), return_exceptions=True)
         if all(isinstance(listing, BaseException) for listing in listings):
             raise listings[0]  # type: ignore[misc]
-        wanted: dict[str, Server] = {}
+        wanted: dict[str, list[Server]] = {}
         for server, listing in zip(self.servers, listings, strict=True):
             if isinstance(listing, BaseException):
                 continue
             for status in listing:
                 if status.ready:
-                    wanted.setdefault(status.name, server)
-        found = await asyncio.gather(*(self._kind_of(name, server) for name, server in wanted.items()))
+                    wanted.setdefault(status.name, []).append(server)
+        found = await asyncio.gather(*(self._kind_of(name, servers) for name, servers in wanted.items()))
         return [located for located in found if located is not None]
 
-    async def _kind_of(self, name: str, server: Server) -> Located | None:
+    async def _kind_of(self, name: str, servers: list[Server]) -> Located | None:
         known = self._located.get(name)
-        if known is not None and known.server is server:
+        if known is not None and known.server is servers[0]:
             return known
         try:
-            return self._remember(name, server, await server.client.model_config(name))
+            config = await servers[0].client.model_config(name)
+            return self._remember(name, [(servers[0], config), *((server, config) for server in servers[1:])])
         except XclientError:
             return None
 
-    async def health(self) -> list[tuple[str, bool]]:
-        async def ready(server: Server) -> bool:
+    async def health(self) -> tuple[list[tuple[str, bool]], dict[str, list[tuple[str, bool]]]]:
+        """Each server's readiness, and each known model's replicas with the model's readiness on each."""
+
+        async def ready(check: Awaitable[bool]) -> bool:
             try:
-                return await server.client.is_ready()
+                return await check
             except XclientError:
                 return False
 
-        return list(zip((s.url for s in self.servers), await asyncio.gather(*map(ready, self.servers)), strict=True))
+        located = list(self._located.values())
+        checks = [server.client.is_ready() for server in self.servers]
+        checks += [s.client.is_model_ready(m.name) for m in located for s in m.replicas.servers]
+        answers = iter(await asyncio.gather(*map(ready, checks)))
+        servers = [(server.url, next(answers)) for server in self.servers]
+        models = {m.name: [(s.url, next(answers)) for s in m.replicas.servers] for m in located}
+        return servers, models
 
     async def close(self) -> None:
+        for replicas in self._sets.values():
+            await replicas.close()
+        self._sets.clear()
         for server in self.servers:
-            await server.close()
+            await server.client.close()
