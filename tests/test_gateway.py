@@ -577,13 +577,13 @@ def sent_headers(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
     call_headers = BaseClient._call_headers
     stream_request = GenerateClient._stream_request
 
-    def spy(self: Any, headers: Any) -> Any:
-        merged = call_headers(self, headers)
+    def spy(self: Any, headers: Any, info: Any = None) -> Any:
+        merged = call_headers(self, headers, info)
         seen.append(dict(merged or {}))
         return merged
 
-    def spy_stream(self: Any, request: Any) -> Any:
-        http_request = stream_request(self, request)  # an Xclient.client._rest.Request
+    def spy_stream(self: Any, request: Any, info: Any) -> Any:
+        http_request = stream_request(self, request, info)  # an Xclient.client._rest.Request
         seen.append(dict(http_request.headers))
         return http_request
 
