@@ -264,10 +264,6 @@ class SyncGenerateClient(GenerateClient):
                     coded = self._stream_request(request, info)
                     chunks = stack.enter_context(self._wire().stream(coded, self._timeout_s))
                 yield self._iterate(chunks, info)
-            with self._translated("inference", self._timeout_s):
-                coded = self._stream_request(request, info)
-                chunks = stack.enter_context(self._wire().stream(coded, self._timeout_s))
-            yield self._iterate(chunks, info)
 
     @contextlib.contextmanager
     def _replica_stream(self, request: TritonRequest, info: RequestInfo) -> Iterator[Iterator[Outputs]]:
