@@ -187,19 +187,29 @@ def test_triton_joins_the_clients_trace(tmp_path, spans):
     ]
     try:
         with LocalTritonServer(tmp_path, extra_args=args) as server:
-            for protocol in ("http", "grpc"):
-                with ModelClient(server.url(protocol), "identity") as client:
-                    client.infer_sample(BYTES=["跟踪"])
-            clients = [s for s in exporter.get_finished_spans() if s.name == "infer identity"]
-            assert len(clients) == 2
-            wanted = {(f"{s.context.trace_id:032x}", f"{s.context.span_id:016x}") for s in clients}
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                joined = {(t, p) for t, _, p, _ in _Receiver.received if (t, p) in wanted}
-                if joined == wanted:
+            # Triton's batch exporter can drop an export (seen once in CI: the first request's spans never
+            # came), so a protocol whose trace has not come back joined sends again, up to 5 times.
+            sent: dict[str, set[tuple[str, str]]] = {"http": set(), "grpc": set()}  # (trace id, span id)
+
+            def joined(protocol: str) -> set[tuple[str, str]]:
+                return sent[protocol] & {(t, parent) for t, _, parent, _ in _Receiver.received}
+
+            for _ in range(5):
+                for protocol in ("http", "grpc"):
+                    if joined(protocol):
+                        continue
+                    before = set(exporter.get_finished_spans())
+                    with ModelClient(server.url(protocol), "identity") as client:
+                        client.infer_sample(BYTES=["跟踪"])
+                    (span,) = [s for s in exporter.get_finished_spans() if s not in before]
+                    assert span.name == "infer identity"
+                    sent[protocol].add((f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}"))
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline and not all(map(joined, sent)):
+                    time.sleep(0.1)
+                if all(map(joined, sent)):
                     break
-                time.sleep(0.1)
-            assert joined == wanted, (_Receiver.received, wanted)
+            assert all(map(joined, sent)), (_Receiver.received, sent)
     finally:
         receiver.shutdown()
         receiver.server_close()
