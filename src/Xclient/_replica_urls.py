@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .client._urls import DnsName, ServerUrl, Target, parse_target, parse_targets
+from .client._urls import ServerUrl, Target, parse_target, parse_targets, target_url
 from .exceptions import InvalidUrlError, XclientValueError
 
 #: The environment variable of the server URL(s), comma-separated for several replicas.
@@ -31,8 +31,7 @@ def client_target(value: str | Sequence[str]) -> str | tuple[str, ...]:
 
 def first_url(value: str | Sequence[str]) -> ServerUrl:
     """The first replica's URL (for a ``dns+`` name, the name's own URL): it tells the protocol."""
-    target = parse_target(url_tuple(value)[0])
-    return target.url if isinstance(target, DnsName) else target
+    return target_url(parse_target(url_tuple(value)[0]))
 
 
 def split_urls(text: str) -> list[str]:

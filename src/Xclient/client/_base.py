@@ -32,7 +32,7 @@ from ._observe import OnRequest, Recorder, RequestInfo, check_hook
 from ._options import ClientOptions
 from ._retry import DEFAULT_INITIAL_BACKOFF_S, RetryPolicy
 from ._transport import AsyncTransport, CallContext, TlsOptions, Transport, make_transport, translate_error
-from ._urls import DnsName, ServerUrl, parse_targets
+from ._urls import DEFAULT_DNS_REFRESH_S, ServerUrl, parse_targets, serves_replicas, target_url
 
 if TYPE_CHECKING:
     from ._fleet import FleetOptions, ReplicaState
@@ -211,16 +211,15 @@ class BaseClient:
         retries: int = 0,
         retry_backoff_s: float = DEFAULT_INITIAL_BACKOFF_S,
         retry_unsafe: bool = False,
-        dns_refresh_s: float = 30.0,
+        dns_refresh_s: float = DEFAULT_DNS_REFRESH_S,
         _model: str | None = None,
     ) -> None:
         self._targets = parse_targets(url)
-        first = self._targets[0]
-        self._url: ServerUrl = first.url if isinstance(first, DnsName) else first
+        self._url: ServerUrl = target_url(self._targets[0])
         #: None: one server, a single-URL transport; otherwise the replica set's settings.
         self._fleet_settings = (
             (bool(retry_unsafe), check_timeout("dns_refresh_s", dns_refresh_s))
-            if len(self._targets) > 1 or isinstance(first, DnsName)
+            if serves_replicas(self._targets)
             else None
         )
         self._init_timeout_s = check_timeout("init_timeout_s", init_timeout_s)
@@ -284,8 +283,12 @@ class BaseClient:
         return AsyncFleetTransport(options)
 
     def __repr__(self) -> str:
-        url = self.url if len(self._targets) == 1 else list(self.urls)
-        return f"{type(self).__name__}({url!r})"
+        return f"{type(self).__name__}({self._shown_url!r})"
+
+    @property
+    def _shown_url(self) -> str | list[str]:
+        """What a repr shows: the URL, or the list of the replicas' URLs."""
+        return self.url if len(self._targets) == 1 else list(self.urls)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -397,8 +400,7 @@ class BaseModelClient(BaseClient):
 
     def __repr__(self) -> str:
         version = f", model_version={self._model_version!r}" if self._model_version else ""
-        url = self.url if len(self._targets) == 1 else list(self.urls)
-        return f"{type(self).__name__}({url!r}, {self._model_name!r}{version})"
+        return f"{type(self).__name__}({self._shown_url!r}, {self._model_name!r}{version})"
 
     def _fleet_model(self) -> tuple[str, str] | None:
         return self._model_args()

@@ -77,8 +77,6 @@ CONFIG_TIMEOUT_S = 5.0
 #: The circuit breaker opens after this many consecutive failures, for this long.
 BREAKER_FAILURES = 5
 BREAKER_COOLDOWN_S = 10.0
-#: How often a ``dns+`` name is resolved again.
-DEFAULT_DNS_REFRESH_S = 30.0
 #: The weight of the newest answer in a replica's latency average.
 _LATENCY_WEIGHT = 0.2
 

@@ -109,6 +109,9 @@ class DnsName:
 #: One entry of a client's ``url``: a server, or a name whose every address is a server.
 Target = ServerUrl | DnsName
 
+#: How often a ``dns+`` name is resolved again (the clients' ``dns_refresh_s``), in seconds.
+DEFAULT_DNS_REFRESH_S = 30.0
+
 
 def parse_target(url: str) -> Target:
     """:func:`parse_url`, plus the ``dns+`` prefix (which needs a scheme after it).
@@ -126,8 +129,14 @@ def parse_target(url: str) -> Target:
     return parse_url(url)
 
 
-def _target_url(target: Target) -> ServerUrl:
+def target_url(target: Target) -> ServerUrl:
+    """A server's URL, or a ``dns+`` name's own URL (which tells the protocol)."""
     return target.url if isinstance(target, DnsName) else target
+
+
+def serves_replicas(targets: Sequence[Target]) -> bool:
+    """Several URLs, or a ``dns+`` name: a replica set serves them, not a single-URL transport."""
+    return len(targets) > 1 or isinstance(targets[0], DnsName)
 
 
 def parse_targets(url: str | Sequence[str]) -> tuple[Target, ...]:
@@ -144,10 +153,10 @@ def parse_targets(url: str | Sequence[str]) -> tuple[Target, ...]:
             "such as ['grpc://a:8001', 'grpc://b:8001']"
         )
     targets = tuple(parse_target(u) for u in url)
-    first = _target_url(targets[0])
+    first = target_url(targets[0])
     seen: set[str] = set()
     for given, target in zip(url, targets, strict=True):
-        other = _target_url(target)
+        other = target_url(target)
         if other.protocol != first.protocol:
             raise XclientValueError(
                 f"url: every replica must speak one protocol; {str(targets[0])!r} is {first.protocol.upper()} "

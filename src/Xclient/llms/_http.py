@@ -40,7 +40,7 @@ from ..client import _rest as rest
 from ..client._auth import build_headers, merge_headers, scoped_headers, secrets_of
 from ..client._observe import Recorder, RequestInfo
 from ..client._transport import CallContext, TlsOptions, translate_error
-from ..client._urls import DnsName, ServerUrl, parse_targets
+from ..client._urls import DEFAULT_DNS_REFRESH_S, ServerUrl, parse_targets, serves_replicas, target_url
 from ..exceptions import XclientError
 from ._backends import TritonRequest
 
@@ -107,8 +107,7 @@ class GenerateClient:
         tls: TlsOptions | None = None,
     ) -> None:
         self._targets = parse_targets(url)
-        first = self._targets[0]
-        self._url: ServerUrl = first.url if isinstance(first, DnsName) else first
+        self._url: ServerUrl = target_url(self._targets[0])
         self._model_name = model_name
         self._headers = build_headers(api_key, api_key_header, headers)
         self._ctx = CallContext(self._url, model_name, tuple(secrets_of(self._headers, api_key)))
@@ -117,7 +116,7 @@ class GenerateClient:
         self._tls = tls or TlsOptions()
         self._version = model_version
         self._config: ModelConfig | None = None
-        self._recorder = Recorder(str(url), "http", model_name, model_version, None)
+        self._recorder = Recorder(str(self._targets[0]), "http", model_name, model_version, None)
 
     @property
     def last_request_info(self) -> RequestInfo | None:
@@ -127,10 +126,10 @@ class GenerateClient:
     @property
     def _several(self) -> bool:
         """Several replicas (or a ``dns+`` name): the replica set serves this client."""
-        return len(self._targets) > 1 or isinstance(self._targets[0], DnsName)
+        return serves_replicas(self._targets)
 
     def _fleet_options(self) -> Any:
-        from ..client._fleet import DEFAULT_DNS_REFRESH_S, FleetOptions
+        from ..client._fleet import FleetOptions
 
         model = (self._model_name, self._version or "")
         return FleetOptions(self._targets, self._tls, self._ctx, self._headers, model, False, DEFAULT_DNS_REFRESH_S)
