@@ -372,14 +372,14 @@ class Answer:
         """A text delta: the hot path of a stream, written from a precomputed frame."""
         frame = self._text_frames.get(index)
         if frame is None:
-            head = json.dumps(self._frame(self._chunk_object), ensure_ascii=False, separators=(",", ":"))[:-1]
+            head = _json(self._frame(self._chunk_object))[:-1]
             field = b'"delta":{"content":' if self.chat else b'"text":'
             closing = b"}" if self.chat else b""
             frame = self._text_frames[index] = (
                 b"data: " + head.encode() + b',"choices":[{"index":' + str(index).encode() + b"," + field,
                 closing + b',"finish_reason":null,"logprobs":null}]}\n\n',
             )
-        return frame[0] + json.dumps(text, ensure_ascii=False).encode() + frame[1]
+        return frame[0] + _json_string(text).encode() + frame[1]
 
     def usage_chunk(self, usage_: dict[str, int] | None) -> bytes:
         """``stream_options.include_usage``: the last event, with no choices."""
@@ -388,7 +388,13 @@ class Answer:
 
 def event(payload: Mapping[str, Any]) -> bytes:
     """One server-sent event (UTF-8 JSON, CJK as is)."""
-    return b"data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + _json(payload).encode() + b"\n\n"
+
+
+#: Compact UTF-8 JSON (CJK as is), with one encoder made once: ``json.dumps`` with options makes one per call.
+_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+#: A str as a JSON string, CJK as is (what ``json.dumps(text, ensure_ascii=False)`` gives, in C).
+_json_string = json.encoder.encode_basestring
 
 
 DONE = b"data: [DONE]\n\n"
