@@ -758,3 +758,77 @@ def test_request_headers_reach_triton_from_sync_clients_and_a_calls_own_headers_
         client.infer_sample("c")
     # the last three requests: inside the block, inside it with the call's own header, after it
     assert [h.get("traceparent") for h in sent_headers[-3:]] == [TRACEPARENT, "00-override-01", None]
+
+
+# -- the event stream's own rules (an ASGI response driven by hand: what no HTTP client can time) -----------
+
+
+class _Client:
+    """The ASGI side of one streamed response: what was sent, and a disconnect on demand."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.gone = asyncio.Event()
+
+    async def receive(self) -> dict[str, Any]:
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+
+def _stream(events: list[bytes], wait: asyncio.Event | None = None) -> tuple[Any, list[str]]:
+    from Xclient.gateway._app import EventStream
+
+    log: list[str] = []
+
+    async def write(send: Any) -> None:
+        try:
+            for index, data in enumerate(events):
+                if index == len(events) - 1 and wait is not None:
+                    await wait.wait()  # the last event waits: the client may leave meanwhile
+                await send({"type": "http.response.body", "body": data, "more_body": index < len(events) - 1})
+            log.append("written")
+        except asyncio.CancelledError:
+            log.append("cancelled")
+            raise
+
+    async def close() -> None:
+        await asyncio.sleep(0)  # an await in close() must not be cut short
+        log.append("closed")
+
+    return EventStream(write, close), log
+
+
+async def test_a_client_leaving_cancels_the_writing_and_the_stream_closes_once() -> None:
+    client, never = _Client(), asyncio.Event()
+    stream, log = _stream(["data: 你好\n\n".encode(), b"data: [DONE]\n\n"], wait=never)
+    task = asyncio.ensure_future(stream({}, client.receive, client.send))
+    await asyncio.sleep(0.05)
+    client.gone.set()
+    await asyncio.wait_for(task, 5)  # returns normally: a client leaving is not an error
+    assert log == ["cancelled", "closed"]
+    assert [m["type"] for m in client.sent] == ["http.response.start", "http.response.body"]
+    if sys.version_info >= (3, 11):
+        assert task.cancelling() == 0  # the watcher's cancellation is taken back
+
+
+async def test_a_stream_sent_in_full_is_not_cancelled_by_a_later_disconnect() -> None:
+    client = _Client()
+    stream, log = _stream(["data: 你好\n\n".encode(), b"data: [DONE]\n\n"])
+    client.gone.set()  # the disconnect is already there; the whole stream is sent before the watcher runs
+    await asyncio.wait_for(stream({}, client.receive, client.send), 5)
+    assert log == ["written", "closed"]
+    assert client.sent[-1] == {"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False}
+
+
+async def test_a_cancellation_from_outside_goes_through_and_the_stream_still_closes() -> None:
+    client, never = _Client(), asyncio.Event()
+    stream, log = _stream([b"data: 1\n\n", b"data: [DONE]\n\n"], wait=never)
+    task = asyncio.ensure_future(stream({}, client.receive, client.send))
+    await asyncio.sleep(0.05)
+    task.cancel()  # the server shutting down
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert log == ["cancelled", "closed"]

@@ -20,6 +20,7 @@ import contextlib
 import hmac
 import logging
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeAlias
@@ -203,24 +204,39 @@ class EventStream:
         self._close = close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        sending = asyncio.ensure_future(self._send_all(send))
-        listening = asyncio.ensure_future(_disconnected(receive))
+        # The events are sent by this task, and a watcher cancels it if the client goes away first. (Sending
+        # from a task of its own, as Starlette does, took 0.3-0.4 ms more to the first text at concurrency 1.)
+        this = asyncio.current_task()
+        assert this is not None
+        state = _Watched()
+        watching = asyncio.ensure_future(_watch(receive, this, state))
         try:
-            await asyncio.wait((sending, listening), return_when=asyncio.FIRST_COMPLETED)
+            await send({"type": "http.response.start", "status": 200, "headers": self.HEADERS})
+            await self._write(send)
+        except asyncio.CancelledError:
+            if not state.gone:
+                raise  # cancelled from outside (the server shutting down)
+            if sys.version_info >= (3, 11):
+                this.uncancel()
         finally:
-            for task in (sending, listening):
-                task.cancel()
-            await asyncio.gather(sending, listening, return_exceptions=True)
+            watching.cancel()
             await self._close()
 
-    async def _send_all(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.HEADERS})
-        await self._write(send)
+
+class _Watched:
+    """What the watcher of one stream and the stream share (on one event loop: once the last event is sent,
+    the stream cancels the watcher before the watcher can run again)."""
+
+    gone = False  # the client disconnected while the stream was being sent
 
 
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+async def _watch(receive: Receive, task: asyncio.Task[Any], state: _Watched) -> None:
+    """Cancel ``task`` (the stream's) when the client disconnects."""
+    with contextlib.suppress(Exception):
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        state.gone = True
+        task.cancel()
 
 
 class Gateway:
