@@ -40,6 +40,7 @@ TITLE = "7. Gateway: xclient gateway against Xclient's asyncio path (streamed ch
 COLUMNS = [
     "client",
     "concurrency",
+    "max_tokens",
     "first text p50 (ms)",
     "request p50 (ms)",
     "requests/s",
@@ -63,6 +64,10 @@ NOTES = (
     "Python client's.",
     "Goals: at most 1 ms added per request at concurrency 1 (p50 against p50), at least 0.9x the direct "
     "throughput at concurrency 32.",
+    "max_tokens 1 rows (for information): the same chat cut at one token, so that the added time is the gateway's "
+    "cost per request (its HTTP hop, parsing, template, tasks) without its cost per token. The stand-in sends its "
+    "tokens as fast as the CPU lets it, so on these 2 shared cores each token's work in the gateway also delays "
+    "Triton's next token: the max_tokens 32 rows add that up.",
     "CPU per request (concurrency 32, median over rounds, from /proc): serving is what answers the requests (the "
     "benchmark process running the engine directly; the gateway process); the load generator is the benchmark "
     "process reading the gateway's streams; Triton is the server and its Python-backend stubs. On this machine "
@@ -244,6 +249,13 @@ class RawSse:
         self._idle.clear()
 
 
+def chat_body(max_tokens: int) -> bytes:
+    """The streamed chat request the gateway rows send."""
+    message = {"role": "user", "content": QUESTION}
+    body = {"model": c.LLM_MODEL, "messages": [message], "max_tokens": max_tokens, "stream": True}
+    return json.dumps(body, ensure_ascii=False).encode()
+
+
 class Clients:
     """The direct engine and the gateway's two HTTP clients, on one event loop."""
 
@@ -257,33 +269,37 @@ class Clients:
         self.loop = asyncio.new_event_loop()
         self.engine = Engine(Settings(server_url=grpc_url))
         template = BUILTIN_TEMPLATES["qwen"]
-        sampling = Sampling(max_tokens=MAX_TOKENS, stop=template.stop)
-        self.call = Call(c.LLM_MODEL, template.render([("user", QUESTION)]), sampling, stream=True)
+        prompt = template.render([("user", QUESTION)])
+        self.call, self.call1 = (
+            Call(c.LLM_MODEL, prompt, Sampling(max_tokens=tokens, stop=template.stop), stream=True)
+            for tokens in (MAX_TOKENS, 1)
+        )
         limits = httpx.Limits(max_connections=CONCURRENCY * 2, max_keepalive_connections=CONCURRENCY * 2)
         self.http = h.made_in_loop(self.loop, lambda: httpx.AsyncClient(base_url=gateway_v1, timeout=60, limits=limits))
-        self.body = json.dumps(
-            {
-                "model": c.LLM_MODEL,
-                "messages": [{"role": "user", "content": QUESTION}],
-                "max_tokens": MAX_TOKENS,
-                "stream": True,
-            },
-            ensure_ascii=False,
-        ).encode()
-        self.raw = RawSse(gateway_v1, self.body)
+        self.body = chat_body(MAX_TOKENS)
+        self.raw, self.raw1 = RawSse(gateway_v1, self.body), RawSse(gateway_v1, chat_body(1))
 
     async def direct(self) -> tuple[float, float]:
+        return await self._direct(self.call)
+
+    async def direct1(self) -> tuple[float, float]:
+        return await self._direct(self.call1)
+
+    async def _direct(self, call: Any) -> tuple[float, float]:
         from Xclient.llms._engine import arun
 
         start = time.perf_counter()
         first = None
-        async for item in arun(self.engine, self.call):
+        async for item in arun(self.engine, call):
             if first is None and isinstance(item, str) and item:
                 first = time.perf_counter() - start
         return (first if first is not None else float("nan")), time.perf_counter() - start
 
     async def gateway_raw(self) -> tuple[float, float]:
         return await self.raw.stream()
+
+    async def gateway_raw1(self) -> tuple[float, float]:
+        return await self.raw1.stream()
 
     async def gateway_httpx(self) -> tuple[float, float]:
         start = time.perf_counter()
@@ -300,6 +316,7 @@ class Clients:
         self.loop.run_until_complete(self.engine.aclose())
         self.loop.run_until_complete(self.http.aclose())
         self.loop.run_until_complete(self.raw.close())
+        self.loop.run_until_complete(self.raw1.close())
         self.loop.close()
 
 
@@ -340,9 +357,22 @@ def make_contenders(
         (GATEWAY, clients.gateway_raw),
         (GATEWAY_HTTPX, clients.gateway_httpx),
     ):
-        contenders.append(h.Contender(h.XCLIENT, label, "grpc", one_by_one(call), extra={"concurrency": 1}))
         contenders.append(
-            h.Contender(h.XCLIENT, label, "grpc", concurrent(call, label != DIRECT), extra={"concurrency": CONCURRENCY})
+            h.Contender(h.XCLIENT, label, "grpc", one_by_one(call), extra={"concurrency": 1, "max_tokens": MAX_TOKENS})
+        )
+        contenders.append(
+            h.Contender(
+                h.XCLIENT,
+                label,
+                "grpc",
+                concurrent(call, label != DIRECT),
+                extra={"concurrency": CONCURRENCY, "max_tokens": MAX_TOKENS},
+            )
+        )
+    # One token per request, for information: the gateway's cost per request without its cost per token.
+    for label, call in ((DIRECT, clients.direct1), (GATEWAY, clients.gateway_raw1)):
+        contenders.append(
+            h.Contender(h.XCLIENT, label, "grpc", one_by_one(call), extra={"concurrency": 1, "max_tokens": 1})
         )
     return contenders
 
@@ -361,21 +391,27 @@ def run(grpc_url: str, *, quick: bool) -> h.Table:
 
 def report(outcomes: list[h.Outcome], rounds: int, requests: int, burst: int) -> h.Table:
     table = h.Table.from_templates(TITLE, COLUMNS, NOTES, rounds=rounds, requests=requests, burst=burst)
-    direct1 = h.find(outcomes, label=DIRECT, concurrency=1)
     direct32 = h.find(outcomes, label=DIRECT, concurrency=CONCURRENCY)
-    base_first = h.median([s[0] for s in direct1.samples()]) if direct1 else None
-    base_total = h.median([s[1] for s in direct1.samples()]) if direct1 else None
+    bases = {}
+    for tokens in (MAX_TOKENS, 1):
+        direct1 = h.find(outcomes, label=DIRECT, concurrency=1, max_tokens=tokens)
+        bases[tokens] = (
+            h.median([s[0] for s in direct1.samples()]) if direct1 else None,
+            h.median([s[1] for s in direct1.samples()]) if direct1 else None,
+        )
     base_rate = _median(direct32, "rate")
     direct_serving = _median(direct32, "serving_s")
     for outcome in outcomes:
         contender = outcome.contender
         concurrency = contender.extra["concurrency"]
         is_gateway = contender.label != DIRECT
-        checked = contender.label == GATEWAY
-        cells: dict[str, str] = {"concurrency": str(concurrency)}
+        tokens = contender.extra["max_tokens"]
+        checked = contender.label == GATEWAY and tokens == MAX_TOKENS
+        cells: dict[str, str] = {"concurrency": str(concurrency), "max_tokens": str(tokens)}
         numbers: dict[str, Any] = {}
         passed = None
         if concurrency == 1:
+            base_first, base_total = bases[tokens]
             first = h.median([s[0] for s in outcome.samples()])
             total = h.median([s[1] for s in outcome.samples()])
             added_first = first - base_first if is_gateway and base_first is not None else None
