@@ -22,6 +22,8 @@ STREAM_MODEL = "bench_stream"
 EMBED_MODEL = "bench_embed"  # group 4's GPU-like stand-in for bge-m3
 MINILM_EMBED_MODEL = "bge-m3-v"  # the demo bge-m3 (real MiniLM on CPU), group 4's table for information
 LLM_MODEL = "Qwen2-0.5B-Instruct"
+#: The same stand-in pacing its tokens (1 ms before each), as a model on an accelerator does (group 7).
+PACED_LLM_MODEL = "Qwen2-0.5B-Instruct-paced"
 UNKNOWN_MODEL = "no_such_model"
 LARGE_MODEL = "bench_large"  # one FP32 tensor in, the same back (not batched)
 

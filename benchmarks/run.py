@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     models = [c.ECHO_MODEL, c.STREAM_MODEL] + ([c.LARGE_MODEL] if "latency" in args.groups else [])
     models += ([c.EMBED_MODEL] if embed else []) + ([c.MINILM_EMBED_MODEL] if minilm else [])
     models += [c.LLM_MODEL] if chat or "gateway" in args.groups or "cli-start" in args.groups else []
+    models += [c.PACED_LLM_MODEL] if "gateway" in args.groups else []
     if not embed and "embeddings" in args.groups and not args.soak and not args.profile:
         log("embeddings: LangChain (langchain-core) is missing; group skipped")
         args.groups.remove("embeddings")
