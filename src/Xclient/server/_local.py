@@ -80,6 +80,20 @@ def _children(pid: int) -> list[int]:
     return children
 
 
+def _stubs(prefix: str | None) -> list[int]:
+    """The Python-backend stubs of the server whose shared-memory regions start with ``prefix`` (their third
+    argument), found by command line: they outlive a server killed by someone else, reparented away."""
+    if not prefix:
+        return []
+    found, region = [], prefix.encode()
+    for cmdline in pathlib.Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            args = cmdline.read_bytes().split(b"\0")
+            if len(args) > 2 and args[0].endswith(b"triton_python_backend_stub") and args[2].startswith(region):
+                found.append(int(cmdline.parent.name))
+    return found
+
+
 def _kill_all(pids: Iterable[int]) -> None:
     for pid in pids:
         with contextlib.suppress(OSError):
@@ -256,6 +270,7 @@ class LocalTritonServer:
                 self._process.kill()
                 self._process.wait()
                 _kill_all(stubs)
+            _kill_all(_stubs(getattr(self, "_shm_prefix", None)))  # also those of a server killed from outside
             self._cleanup_shared_memory()
 
     def stop(self) -> None:
@@ -397,6 +412,7 @@ class LocalTritonServer:
                 process.wait()
             # A Python-backend stub stuck in a model's execute() can outlive its server: not ours.
             _kill_all(stubs)
+        _kill_all(_stubs(getattr(self, "_shm_prefix", None)))  # those of a server that died (or was killed) first
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
