@@ -135,6 +135,9 @@ def test_kill_and_stop_leave_no_stub_process_behind():
     assert any(_state(pid) == "alive" for pid in orphans)  # the stubs outlive their server (for good, here)
     server.kill()
     server.stop()
+    deadline = time.monotonic() + 5  # SIGKILL is sent at once; the processes take a moment to go
+    while any(_state(pid) == "alive" for pid in orphans) and time.monotonic() < deadline:
+        time.sleep(0.05)
     for pid in stubs + restarted + orphans:
         assert not pathlib.Path(f"/proc/{pid}").exists() or "zombie" in _state(pid)
 
