@@ -114,8 +114,6 @@ def test_plain_script_from_the_readme_starts_the_server_and_runs_a_model():
 
 
 def test_kill_and_stop_leave_no_stub_process_behind():
-    from Xclient.server._local import _children
-
     server = LocalTritonServer(model_repository=ROOT / "tests" / "models", models=["text_stream", "slow"])
     server.start()
     stubs = _children(server.pid)
@@ -140,6 +138,16 @@ def test_kill_and_stop_leave_no_stub_process_behind():
         time.sleep(0.05)
     for pid in stubs + restarted + orphans:
         assert not pathlib.Path(f"/proc/{pid}").exists() or "zombie" in _state(pid)
+
+
+def _children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (a live server's Python-backend stubs), from /proc."""
+    children = []
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+    return children
 
 
 def _state(pid: int) -> str:

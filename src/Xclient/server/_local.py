@@ -70,16 +70,6 @@ def _environment(libs: pathlib.Path) -> dict[str, str]:
     return env
 
 
-def _children(pid: int) -> list[int]:
-    """The direct children of ``pid`` (the server's Python-backend stubs), from /proc."""
-    children = []
-    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                children.append(int(stat.parent.name))
-    return children
-
-
 def _stubs(prefix: str | None) -> list[int]:
     """The Python-backend stubs of the server whose shared-memory regions start with ``prefix`` (their third
     argument), found by command line: they outlive a server killed by someone else, reparented away."""
@@ -266,12 +256,9 @@ class LocalTritonServer:
         """Kill the server process at once (SIGKILL), as a crash would; :meth:`start` brings it back."""
         with self._lock:
             if self._process is not None and self._process.poll() is None:
-                stubs = _children(self._process.pid)
                 self._process.kill()
                 self._process.wait()
-                _kill_all(stubs)
-            _kill_all(_stubs(getattr(self, "_shm_prefix", None)))  # also those of a server killed from outside
-            self._cleanup_shared_memory()
+            self._clean_up_after_server()
 
     def stop(self) -> None:
         """Stop the server and remove its workspace. Stopping twice is fine."""
@@ -403,23 +390,23 @@ class LocalTritonServer:
     def _stop_process(self) -> None:
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
-            stubs = _children(process.pid)
             process.terminate()
             try:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-            # A Python-backend stub stuck in a model's execute() can outlive its server: not ours.
-            _kill_all(stubs)
-        _kill_all(_stubs(getattr(self, "_shm_prefix", None)))  # those of a server that died (or was killed) first
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
-        self._cleanup_shared_memory()
+        self._clean_up_after_server()
 
-    def _cleanup_shared_memory(self) -> None:
+    def _clean_up_after_server(self) -> None:
+        """Once the server is gone (stopped, killed, or killed by someone else): its Python-backend stubs, which
+        can outlive it (one stuck in a model's execute(), or all of them, reparented, when it was killed), then
+        its shared-memory regions."""
         prefix = getattr(self, "_shm_prefix", None)
+        _kill_all(_stubs(prefix))
         shm = pathlib.Path("/dev/shm")
         if prefix and shm.is_dir():
             for region in shm.glob(f"{prefix}*"):
