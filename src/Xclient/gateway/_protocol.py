@@ -36,6 +36,11 @@ SAMPLING = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penal
 FINISH_REASONS = frozenset({"stop", "length", "content_filter"})
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
+#: Compact UTF-8 JSON (CJK as is), with one encoder made once: ``json.dumps`` with options makes one per call.
+_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+#: A str as a JSON string, CJK as is (what ``json.dumps(text, ensure_ascii=False)`` gives, in C).
+_json_string = json.encoder.encode_basestring
+
 
 @dataclasses.dataclass(frozen=True)
 class Generate:
@@ -389,12 +394,6 @@ class Answer:
 def event(payload: Mapping[str, Any]) -> bytes:
     """One server-sent event (UTF-8 JSON, CJK as is)."""
     return b"data: " + _json(payload).encode() + b"\n\n"
-
-
-#: Compact UTF-8 JSON (CJK as is), with one encoder made once: ``json.dumps`` with options makes one per call.
-_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-#: A str as a JSON string, CJK as is (what ``json.dumps(text, ensure_ascii=False)`` gives, in C).
-_json_string = json.encoder.encode_basestring
 
 
 DONE = b"data: [DONE]\n\n"
