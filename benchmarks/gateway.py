@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -286,16 +287,8 @@ class Clients:
         self.raw, self.raw1 = RawSse(gateway_v1, self.body), RawSse(gateway_v1, chat_body(1))
         self.raw_paced = RawSse(gateway_v1, chat_body(MAX_TOKENS, c.PACED_LLM_MODEL))
 
-    async def direct(self) -> tuple[float, float]:
-        return await self._direct(self.call)
-
-    async def direct1(self) -> tuple[float, float]:
-        return await self._direct(self.call1)
-
-    async def direct_paced(self) -> tuple[float, float]:
-        return await self._direct(self.call_paced)
-
-    async def _direct(self, call: Any) -> tuple[float, float]:
+    async def direct(self, call: Any) -> tuple[float, float]:
+        """One streamed ``call`` through the engine: (time to the first text, time to the end)."""
         from Xclient.llms._engine import arun
 
         start = time.perf_counter()
@@ -304,15 +297,6 @@ class Clients:
             if first is None and isinstance(item, str) and item:
                 first = time.perf_counter() - start
         return (first if first is not None else float("nan")), time.perf_counter() - start
-
-    async def gateway_raw(self) -> tuple[float, float]:
-        return await self.raw.stream()
-
-    async def gateway_raw1(self) -> tuple[float, float]:
-        return await self.raw1.stream()
-
-    async def gateway_raw_paced(self) -> tuple[float, float]:
-        return await self.raw_paced.stream()
 
     async def gateway_httpx(self) -> tuple[float, float]:
         start = time.perf_counter()
@@ -375,7 +359,8 @@ def make_contenders(
         return lambda: loop.run_until_complete(run())
 
     contenders = []
-    turns = [(DIRECT, clients.direct), (GATEWAY, clients.gateway_raw), (GATEWAY_HTTPX, clients.gateway_httpx)]
+    direct = functools.partial(clients.direct, clients.call)
+    turns = [(DIRECT, direct), (GATEWAY, clients.raw.stream), (GATEWAY_HTTPX, clients.gateway_httpx)]
     for label, call in turns:
         contenders.append(
             h.Contender(
@@ -390,8 +375,12 @@ def make_contenders(
     # request without its cost per token); and 32 from the stand-in that paces its tokens.
     for tokens, paced, calls in (
         (MAX_TOKENS, False, turns),
-        (1, False, [(DIRECT, clients.direct1), (GATEWAY, clients.gateway_raw1)]),
-        (MAX_TOKENS, True, [(DIRECT, clients.direct_paced), (GATEWAY, clients.gateway_raw_paced)]),
+        (1, False, [(DIRECT, functools.partial(clients.direct, clients.call1)), (GATEWAY, clients.raw1.stream)]),
+        (
+            MAX_TOKENS,
+            True,
+            [(DIRECT, functools.partial(clients.direct, clients.call_paced)), (GATEWAY, clients.raw_paced.stream)],
+        ),
     ):
         extra = {"max_tokens": tokens, "paced": paced, "labels": [label for label, _ in calls]}
         contenders.append(h.Contender(h.XCLIENT, TURNS, "grpc", alternating(calls), extra=extra))
