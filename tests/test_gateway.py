@@ -727,6 +727,24 @@ async def test_a_model_on_two_servers_is_served_by_both_and_still_answered_when_
             ]
 
 
+def uses_uvloop(process: GatewayProcess) -> bool:
+    """Whether uvloop's extension is loaded in the gateway's process (what ``--loop`` chose)."""
+    return "/uvloop/" in pathlib.Path(f"/proc/{process.process.pid}/maps").read_text()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/maps")
+def test_the_gateway_runs_on_uvloop_by_default_and_on_asyncios_loop_when_asked(gateway, triton_server, tmp_path):
+    assert uses_uvloop(gateway)
+    args = ["--url", triton_server.grpc_url, "--loop", "asyncio"]
+    with gateway_process(args, tmp_path / "gateway.log") as plain:
+        assert not uses_uvloop(plain)
+        body = {"model": QWEN, "messages": [{"role": "user", "content": "事件循环"}], "stream": True}
+        events = [line for line in post(plain, "/chat/completions", body).text.split("\n\n") if line]
+        chunks = [json.loads(event[6:]) for event in events[:-1]]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+        assert (text, events[-1]) == (expected_chat("事件循环"), "data: [DONE]")
+
+
 def test_neither_key_is_ever_logged(gateway):
     post(
         gateway,

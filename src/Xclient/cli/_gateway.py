@@ -50,6 +50,13 @@ def add_commands(commands: Commands) -> None:
         "--timeout", type=float, default=60.0, metavar="SECONDS", help="deadline of each Triton response (60 s)"
     )
     gateway.add_argument(
+        "--loop",
+        default="auto",
+        choices=["auto", "uvloop", "asyncio"],
+        help="the event loop, as uvicorn names it: auto takes uvloop where it is installed (the gateway extra "
+        "installs it, except on Windows), else asyncio's (default auto)",
+    )
+    gateway.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn's"
     )
 
@@ -76,8 +83,7 @@ def _gateway(ctx: Context) -> int:
         timeout_s=args.timeout,
     )
     ctx.console.note(f"gateway on http://{args.host}:{args.port}/v1 for {', '.join(str(parse_url(u)) for u in urls)}")
-    # loop="asyncio": gRPC's asyncio clients run on the standard loop (uvloop, if installed, is not used).
     uvicorn.run(
-        app, host=args.host, port=args.port, log_level=args.log_level, loop="asyncio", timeout_graceful_shutdown=5
+        app, host=args.host, port=args.port, log_level=args.log_level, loop=args.loop, timeout_graceful_shutdown=5
     )
     return 0
