@@ -7,6 +7,8 @@ Both sides stream the same chat from the ``Qwen2-0.5B-Instruct`` stand-in over g
 minimal HTTP/1.1 reader on asyncio streams (the gateway's own added time: the target), and by ``httpx``
 (what a Python client such as the ``openai`` SDK adds on top, for information). At concurrency 1 it
 measures the time to the first text and to the end of each request; at concurrency 32, requests per second.
+At concurrency 1 a bare relay on the same stack (:mod:`.relay_floor`) takes its turn too: the floor that
+the gateway's figures sit on.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ CONCURRENCY = 32
 MAX_TOKENS = 32
 QUESTION = "请用中文详细地介绍一下你自己，以及你能做些什么事情。"
 DIRECT, GATEWAY, GATEWAY_HTTPX = "engine arun (direct)", "gateway, raw SSE reader", "gateway, httpx"
+FLOOR = "bare ASGI relay (the stack's floor), raw SSE reader"
 TURNS = "taking turns at concurrency 1"
 
 TITLE = "7. Gateway: xclient gateway against Xclient's asyncio path (streamed chat, gRPC)"
@@ -66,6 +69,11 @@ NOTES = (
     "by an asyncio Protocol that only looks for the first text and the end of the body; httpx: one AsyncClient, "
     "aiter_lines. The targets are checked on the raw reader's rows (the gateway's own cost); httpx's rows add a "
     "Python client's.",
+    "bare ASGI relay (the stack's floor): python -m benchmarks.relay_floor, the least a relay on the gateway's "
+    "stack does (uvicorn with the same loop and HTTP parser, no Starlette; the body parsed, the template rendered, "
+    "the same engine, each text written as an event; no validation, ids, metrics or disconnect watch), read by "
+    "the same raw reader. What it adds is the HTTP hop and the second process on these cores, whatever the "
+    "gateway does: the gateway's own cost is its rows minus the relay's.",
     "Goals: at most 1 ms added per request at concurrency 1 (p50 against p50), at least 0.9x the direct "
     "throughput at concurrency 32.",
     "Token pace: the demo stand-in sends its tokens as fast as the CPU lets it, so on these 2 shared cores each "
@@ -133,16 +141,29 @@ class Burst:
     triton_s: float | None
 
 
-@contextlib.contextmanager
-def gateway_process(grpc_url: str) -> Iterator[tuple[str, int]]:
+def gateway_process(grpc_url: str) -> contextlib.AbstractContextManager[tuple[str, int]]:
     """The gateway in front of ``grpc_url``; yields its /v1 URL and its process id."""
+    port = _free_port()
+    command = [sys.executable, "-m", "Xclient", "gateway", "--url", grpc_url, "--port", str(port)]
+    return _serving("the gateway", port, [*command, "--log-level", "warning"])
+
+
+def floor_process(grpc_url: str) -> contextlib.AbstractContextManager[tuple[str, int]]:
+    """:mod:`.relay_floor` in front of ``grpc_url``; yields its /v1 URL and its process id."""
+    port = _free_port()
+    return _serving("the bare relay", port, [sys.executable, "-m", "benchmarks.relay_floor", grpc_url, str(port)])
+
+
+@contextlib.contextmanager
+def _serving(name: str, port: int, command: list[str]) -> Iterator[tuple[str, int]]:
+    """``command`` run until its ``/health`` on ``port`` answers; yields its /v1 URL and its process id."""
     import httpx
 
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("XCLIENT_")}
-    command = [sys.executable, "-m", "Xclient", "gateway", "--url", grpc_url, "--port", str(port)]
+    root = str(pathlib.Path(__file__).resolve().parent.parent)  # benchmarks.relay_floor is found from here
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen([*command, "--log-level", "warning"], stdout=log, stderr=log, env=env)
+        process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
         try:
             deadline = time.monotonic() + 60
             while True:
@@ -151,7 +172,7 @@ def gateway_process(grpc_url: str) -> Iterator[tuple[str, int]]:
                     break
                 if process.poll() is not None or time.monotonic() > deadline:
                     log.seek(0)
-                    raise RuntimeError(f"the gateway did not start: {log.read().decode(errors='replace')[-2000:]}")
+                    raise RuntimeError(f"{name} did not start: {log.read().decode(errors='replace')[-2000:]}")
                 time.sleep(0.1)
             yield f"http://127.0.0.1:{port}/v1", process.pid
         finally:
@@ -266,7 +287,7 @@ def chat_body(max_tokens: int, model: str = c.LLM_MODEL) -> bytes:
 class Clients:
     """The direct engine and the gateway's two HTTP clients, on one event loop."""
 
-    def __init__(self, grpc_url: str, gateway_v1: str) -> None:
+    def __init__(self, grpc_url: str, gateway_v1: str, floor_v1: str) -> None:
         import httpx
 
         from Xclient.llms._backends import Sampling
@@ -284,8 +305,9 @@ class Clients:
         limits = httpx.Limits(max_connections=CONCURRENCY * 2, max_keepalive_connections=CONCURRENCY * 2)
         self.http = h.made_in_loop(self.loop, lambda: httpx.AsyncClient(base_url=gateway_v1, timeout=60, limits=limits))
         self.body = chat_body(MAX_TOKENS)
-        self.raw, self.raw1 = RawSse(gateway_v1, self.body), RawSse(gateway_v1, chat_body(1))
-        self.raw_paced = RawSse(gateway_v1, chat_body(MAX_TOKENS, c.PACED_LLM_MODEL))
+        bodies = (self.body, chat_body(1), chat_body(MAX_TOKENS, c.PACED_LLM_MODEL))
+        self.raw, self.raw1, self.raw_paced = (RawSse(gateway_v1, body) for body in bodies)
+        self.floor, self.floor1, self.floor_paced = (RawSse(floor_v1, body) for body in bodies)
 
     async def direct(self, call: Any) -> tuple[float, float]:
         """One streamed ``call`` through the engine: (time to the first text, time to the end)."""
@@ -312,9 +334,8 @@ class Clients:
     def close(self) -> None:
         self.loop.run_until_complete(self.engine.aclose())
         self.loop.run_until_complete(self.http.aclose())
-        self.loop.run_until_complete(self.raw.close())
-        self.loop.run_until_complete(self.raw1.close())
-        self.loop.run_until_complete(self.raw_paced.close())
+        for raw in (self.raw, self.raw1, self.raw_paced, self.floor, self.floor1, self.floor_paced):
+            self.loop.run_until_complete(raw.close())
         self.loop.close()
 
 
@@ -372,9 +393,10 @@ def make_contenders(
             )
         )
     # Concurrency 1, taking turns: max_tokens 32; one token per request, for information (the gateway's cost per
-    # request without its cost per token); and 32 from the stand-in that paces its tokens.
+    # request without its cost per token); and 32 from the stand-in that paces its tokens. The bare relay takes
+    # its turn in each: the floor that the gateway's rows are read against.
     for tokens, paced, calls in (
-        (MAX_TOKENS, False, turns),
+        (MAX_TOKENS, False, [*turns, (FLOOR, clients.floor.stream)]),
         (1, False, [(DIRECT, functools.partial(clients.direct, clients.call1)), (GATEWAY, clients.raw1.stream)]),
         (
             MAX_TOKENS,
@@ -382,6 +404,8 @@ def make_contenders(
             [(DIRECT, functools.partial(clients.direct, clients.call_paced)), (GATEWAY, clients.raw_paced.stream)],
         ),
     ):
+        if tokens == 1 or paced:
+            calls.append((FLOOR, (clients.floor1 if tokens == 1 else clients.floor_paced).stream))
         extra = {"max_tokens": tokens, "paced": paced, "labels": [label for label, _ in calls]}
         contenders.append(h.Contender(h.XCLIENT, TURNS, "grpc", alternating(calls), extra=extra))
     return contenders
@@ -398,7 +422,7 @@ def split_turns(outcomes: Sequence[h.Outcome]) -> list[h.Outcome]:
         for label in contender.extra["labels"]:
             one = dataclasses.replace(contender, label=label, extra={**contender.extra, "concurrency": 1})
             out.append(h.Outcome(one, [samples[label] for samples in outcome.rounds], outcome.error))
-    labels = [DIRECT, GATEWAY, GATEWAY_HTTPX]
+    labels = [DIRECT, GATEWAY, FLOOR, GATEWAY_HTTPX]
 
     def place(o: h.Outcome) -> tuple[bool, bool, int, int]:  # the table's order: by client, then by concurrency
         return (
@@ -413,8 +437,8 @@ def split_turns(outcomes: Sequence[h.Outcome]) -> list[h.Outcome]:
 
 def run(grpc_url: str, *, quick: bool) -> h.Table:
     rounds, requests, burst = (2, 10, 64) if quick else (5, 40, 256)
-    with gateway_process(grpc_url) as (gateway_v1, gateway_pid):
-        clients = Clients(grpc_url, gateway_v1)
+    with gateway_process(grpc_url) as (gateway_v1, gateway_pid), floor_process(grpc_url) as (floor_v1, _):
+        clients = Clients(grpc_url, gateway_v1, floor_v1)
         try:
             contenders = make_contenders(clients, requests, burst, gateway_pid, triton_pids(grpc_url))
             outcomes = split_turns(h.interleave(contenders, rounds))
@@ -426,13 +450,11 @@ def run(grpc_url: str, *, quick: bool) -> h.Table:
 def report(outcomes: list[h.Outcome], rounds: int, requests: int, burst: int) -> h.Table:
     table = h.Table.from_templates(TITLE, COLUMNS, NOTES, rounds=rounds, requests=requests, burst=burst)
     direct32 = h.find(outcomes, label=DIRECT, concurrency=CONCURRENCY)
-    bases = {}
+    bases, floors = {}, {}
     for tokens, paced in ((MAX_TOKENS, False), (1, False), (MAX_TOKENS, True)):
-        direct1 = h.find(outcomes, label=DIRECT, concurrency=1, max_tokens=tokens, paced=paced)
-        bases[tokens, paced] = (
-            h.median([s[0] for s in direct1.samples()]) if direct1 else None,
-            h.median([s[1] for s in direct1.samples()]) if direct1 else None,
-        )
+        bases[tokens, paced] = _p50s(h.find(outcomes, label=DIRECT, concurrency=1, max_tokens=tokens, paced=paced))
+        floor = h.find(outcomes, label=FLOOR, max_tokens=tokens, paced=paced)
+        floors[tokens, paced] = _added(_p50s(floor), bases[tokens, paced])
     base_rate = _median(direct32, "rate")
     direct_serving = _median(direct32, "serving_s")
     for outcome in outcomes:
@@ -446,11 +468,8 @@ def report(outcomes: list[h.Outcome], rounds: int, requests: int, burst: int) ->
         numbers: dict[str, Any] = {}
         passed = None
         if concurrency == 1:
-            base_first, base_total = bases[tokens, paced]
-            first = h.median([s[0] for s in outcome.samples()])
-            total = h.median([s[1] for s in outcome.samples()])
-            added_first = first - base_first if is_gateway and base_first is not None else None
-            added = total - base_total if is_gateway and base_total is not None else None
+            first, total = _p50s(outcome)
+            added_first, added = _added((first, total), bases[tokens, paced]) if is_gateway else (None, None)
             passed = h.verdict(checked, outcome, added, lambda v: v <= MAX_ADDED_S)
             cells.update(
                 {
@@ -462,9 +481,11 @@ def report(outcomes: list[h.Outcome], rounds: int, requests: int, burst: int) ->
             )
             numbers = {"first_p50_s": first, "request_p50_s": total, "added_first_s": added_first, "added_s": added}
             if checked:
+                floor_first, floor = floors[tokens, paced]
                 measured = outcome.error or (
                     f"{h.fmt(h.scaled(added, 1e3), 2)} ms per request, "
-                    f"{h.fmt(h.scaled(added_first, 1e3), 2)} ms to the first text"
+                    f"{h.fmt(h.scaled(added_first, 1e3), 2)} ms to the first text (the bare relay: "
+                    f"{h.fmt(h.scaled(floor, 1e3), 2)} ms, {h.fmt(h.scaled(floor_first, 1e3), 2)} ms)"
                 )
                 name = "gateway added time, concurrency 1" + (", tokens paced 1 ms" if paced else "")
                 table.targets.append(h.Target(name, "<= 1 ms", measured, passed))
@@ -509,6 +530,18 @@ def report(outcomes: list[h.Outcome], rounds: int, requests: int, burst: int) ->
                 )
         table.add_result(outcome, cells, passed, **numbers)
     return table
+
+
+def _p50s(outcome: h.Outcome | None) -> tuple[float | None, float | None]:
+    """A concurrency-1 outcome's medians: the time to the first text, the time to the end (None: not measured)."""
+    if outcome is None or not outcome.samples():
+        return None, None
+    return h.median([s[0] for s in outcome.samples()]), h.median([s[1] for s in outcome.samples()])
+
+
+def _added(p50s: tuple[float | None, float | None], base: tuple[float | None, float | None]) -> tuple[Any, Any]:
+    """What ``p50s`` add to the direct path's ``base``, each (None where either is unknown)."""
+    return tuple(None if v is None or b is None else v - b for v, b in zip(p50s, base, strict=True))
 
 
 def _median(outcome: h.Outcome | None, name: str) -> float | None:
