@@ -72,7 +72,7 @@ NOTES = (
     "bare ASGI relay (the stack's floor): python -m benchmarks.relay_floor, the least a relay on the gateway's "
     "stack does (uvicorn with the same loop and HTTP parser, no Starlette; the body parsed, the template rendered, "
     "the same engine, each text written as an event; no validation, ids, metrics or disconnect watch), read by "
-    "the same raw reader. What it adds is the HTTP hop and the second process on these cores, whatever the "
+    "the same raw reader. What it adds is the HTTP hop and one more busy process on these cores, whatever the "
     "gateway does: the gateway's own cost is its rows minus the relay's.",
     "Goals: at most 1 ms added per request at concurrency 1 (p50 against p50), at least 0.9x the direct "
     "throughput at concurrency 32.",

@@ -745,6 +745,17 @@ def test_the_gateway_runs_on_uvloop_by_default_and_on_asyncios_loop_when_asked(g
         assert (text, events[-1]) == (expected_chat("事件循环"), "data: [DONE]")
 
 
+def test_loop_uvloop_without_uvloop_says_so_before_starting():
+    code = (
+        "import sys; sys.modules['uvloop'] = None\n"
+        "from Xclient.cli import main\n"
+        "raise SystemExit(main(['gateway', '--url', 'grpc://127.0.0.1:1', '--loop', 'uvloop']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "--loop uvloop: uvloop is not installed" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_neither_key_is_ever_logged(gateway):
     post(
         gateway,

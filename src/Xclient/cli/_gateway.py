@@ -70,6 +70,12 @@ def _gateway(ctx: Context) -> int:
         ctx.console.error("xclient gateway needs the 'gateway' extra: pip install 'llmops-xclient[gateway]'")
         return EXIT_ERROR
     args = ctx.args
+    if args.loop == "uvloop":
+        try:
+            import uvloop  # noqa: F401 - only whether it is there
+        except ImportError:
+            ctx.console.error("--loop uvloop: uvloop is not installed (pip install uvloop); --loop auto uses it if so")
+            return EXIT_ERROR
     # Several servers: --url repeated, or comma-separated (as XCLIENT_URL is): the integrations' one rule.
     urls = [url for given in args.url or [env("XCLIENT_URL", "http://localhost:8000")] for url in split_urls(given)]
     for url in urls:
