@@ -745,13 +745,18 @@ def test_the_gateway_runs_on_uvloop_by_default_and_on_asyncios_loop_when_asked(g
         assert (text, events[-1]) == (expected_chat("事件循环"), "data: [DONE]")
 
 
-def test_loop_uvloop_without_uvloop_says_so_before_starting():
+def gateway_command_without(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``xclient gateway --url grpc://127.0.0.1:1 ARGS`` in a fresh interpreter where ``module`` cannot be imported."""
     code = (
-        "import sys; sys.modules['uvloop'] = None\n"
+        f"import sys; sys.modules[{module!r}] = None\n"
         "from Xclient.cli import main\n"
-        "raise SystemExit(main(['gateway', '--url', 'grpc://127.0.0.1:1', '--loop', 'uvloop']))\n"
+        f"raise SystemExit(main(['gateway', '--url', 'grpc://127.0.0.1:1', *{list(args)!r}]))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+
+def test_loop_uvloop_without_uvloop_says_so_before_starting():
+    result = gateway_command_without("uvloop", "--loop", "uvloop")
     assert result.returncode == 1
     assert "--loop uvloop: uvloop is not installed" in result.stderr and "Traceback" not in result.stderr
 
@@ -770,12 +775,7 @@ def test_neither_key_is_ever_logged(gateway):
 
 
 def test_the_command_without_the_extra_names_it():
-    code = (
-        "import sys; sys.modules['starlette'] = None\n"
-        "from Xclient.cli import main\n"
-        "raise SystemExit(main(['gateway', '--url', 'grpc://127.0.0.1:1']))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = gateway_command_without("starlette")
     assert result.returncode == 1
     assert "pip install 'llmops-xclient[gateway]'" in result.stderr
 
