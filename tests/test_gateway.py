@@ -175,6 +175,12 @@ def post(gateway: GatewayProcess, path: str, body: Any, key: str | None = KEY, *
     return httpx.post(f"{gateway.v1}{path}", content=content, headers=headers, timeout=60)
 
 
+def sse(response: httpx.Response) -> tuple[list[str], list[dict[str, Any]]]:
+    """A streamed answer's events (each ``data: ...``), and the JSON chunks of all but the last (``[DONE]``)."""
+    events = [line for line in response.text.split("\n\n") if line]
+    return events, [json.loads(event[6:]) for event in events[:-1]]
+
+
 def assert_error(response: httpx.Response, status: int, code: str | None = None, param: str | None = None) -> dict:
     assert response.status_code == status, response.text
     error = response.json()["error"]
@@ -267,10 +273,9 @@ def test_raw_stream_is_sse_ending_with_done_and_without_usage_unless_asked(gatew
     body = {"model": QWEN, "messages": [{"role": "user", "content": "你好"}], "stream": True, "max_tokens": 4}
     response = post(gateway, "/chat/completions", body)
     assert response.headers["content-type"].startswith("text/event-stream")
-    events = [line for line in response.text.split("\n\n") if line]
+    events, chunks = sse(response)
     assert all(event.startswith("data: ") for event in events)
     assert events[-1] == "data: [DONE]"
-    chunks = [json.loads(event[6:]) for event in events[:-1]]
     assert all("usage" not in chunk for chunk in chunks)
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == expected_chat("你好", max_tokens=4)
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
@@ -739,8 +744,7 @@ def test_the_gateway_runs_on_uvloop_by_default_and_on_asyncios_loop_when_asked(g
     with gateway_process(args, tmp_path / "gateway.log") as plain:
         assert not uses_uvloop(plain)
         body = {"model": QWEN, "messages": [{"role": "user", "content": "事件循环"}], "stream": True}
-        events = [line for line in post(plain, "/chat/completions", body).text.split("\n\n") if line]
-        chunks = [json.loads(event[6:]) for event in events[:-1]]
+        events, chunks = sse(post(plain, "/chat/completions", body))
         text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
         assert (text, events[-1]) == (expected_chat("事件循环"), "data: [DONE]")
 
