@@ -397,15 +397,25 @@ def make_contenders(
     # its turn in each: the floor that the gateway's rows are read against.
     for tokens, paced, calls in (
         (MAX_TOKENS, False, [*turns, (FLOOR, clients.floor.stream)]),
-        (1, False, [(DIRECT, functools.partial(clients.direct, clients.call1)), (GATEWAY, clients.raw1.stream)]),
+        (
+            1,
+            False,
+            [
+                (DIRECT, functools.partial(clients.direct, clients.call1)),
+                (GATEWAY, clients.raw1.stream),
+                (FLOOR, clients.floor1.stream),
+            ],
+        ),
         (
             MAX_TOKENS,
             True,
-            [(DIRECT, functools.partial(clients.direct, clients.call_paced)), (GATEWAY, clients.raw_paced.stream)],
+            [
+                (DIRECT, functools.partial(clients.direct, clients.call_paced)),
+                (GATEWAY, clients.raw_paced.stream),
+                (FLOOR, clients.floor_paced.stream),
+            ],
         ),
     ):
-        if tokens == 1 or paced:
-            calls.append((FLOOR, (clients.floor1 if tokens == 1 else clients.floor_paced).stream))
         extra = {"max_tokens": tokens, "paced": paced, "labels": [label for label, _ in calls]}
         contenders.append(h.Contender(h.XCLIENT, TURNS, "grpc", alternating(calls), extra=extra))
     return contenders

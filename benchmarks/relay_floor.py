@@ -4,8 +4,8 @@
 ``GET /health`` on uvicorn, with the gateway's loop and HTTP parser, as a bare ASGI app (no Starlette):
 it parses the body, renders Qwen2's template, runs the same LLM engine as the gateway and writes each
 text as an SSE event as it comes. Nothing else: no validation, no ids, no metrics, no disconnect watch, no
-usage. Its added time is what the stack (an HTTP hop through uvicorn, a second process on the same cores)
-costs on this machine, whatever the gateway does on top: the gateway's rows are read against it.
+usage. Its added time is what the stack (an HTTP hop through uvicorn, one more busy process on the same
+cores) costs on this machine, whatever the gateway does on top: the gateway's rows are read against it.
 """
 
 from __future__ import annotations
